@@ -1,0 +1,240 @@
+"""`facesr video | image | train | fetch-models`: argument parsing and clear errors only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}")
+        return value
+
+    return parse
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=int, default=4, choices=(2, 4), help="upscaling factor (default 4)")
+    p.add_argument("--model", default="lite", help="model variant (lite, srgan) or a .safetensors file (default lite)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the generator runs (default auto)")
+    p.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of half precision")
+
+
+def _add_face_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", default="short", choices=("short", "full"),
+                   help="BlazeFace model: short range, or full range for the small faces of wide shots (default short)")
+    p.add_argument("--detector-model", default=None, metavar="FILE",
+                   help="a BlazeFace .tflite file to use instead of the cached one (or set FACESR_DETECTOR_DIR)")
+    p.add_argument("--detect-every", type=_int_at_least(1), default=3, metavar="N", help="run the detector every N frames, track between (default 3)")
+
+
+def _make_enhancer(args: argparse.Namespace, *, fps: float = 30.0, background_only: bool = False):
+    from .enhancer import Enhancer
+
+    return Enhancer(
+        args.model,
+        args.scale,
+        detector=args.detector,
+        detector_model=args.detector_model,
+        device=args.device,
+        half=False if args.fp32 else None,
+        detect_every=args.detect_every,
+        fps=fps,
+        background_only=background_only,
+        allow_untrained=args.model == "srgan",
+    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+# --- facesr video ----------------------------------------------------------------------
+
+
+def cmd_video(args: argparse.Namespace) -> None:
+    import cv2
+    import numpy as np
+
+    from .video import probe, transcode
+
+    src, dst = Path(args.input), Path(args.output)
+    if _same_file(src, dst):
+        raise UserError(f"{dst}: the output would overwrite the input")
+    info = probe(src)
+    enhancer = _make_enhancer(args, fps=float(info.fps) or 30.0, background_only=args.background_only)
+    s = args.scale
+    out_w, out_h = info.width * s, info.height * s
+
+    if args.side_by_side:
+        def transform(frame: np.ndarray) -> np.ndarray:
+            bicubic = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_CUBIC)
+            return np.hstack([bicubic, enhancer(frame)])
+
+        out_size = (2 * out_w, out_h)
+    else:
+        transform, out_size = enhancer, (out_w, out_h)
+
+    what = "bicubic only" if args.background_only else f"{args.model} x{s} on {enhancer.device}"
+    stats = transcode(src, dst, transform, out_size, codec=args.codec, crf=args.crf, progress=not args.quiet, desc=what)
+    enhancer.close()
+    print(f"{dst}: {stats['frames']} frames {info.width}x{info.height} -> {out_size[0]}x{out_size[1]} "
+          f"in {stats['seconds']:.1f} s ({stats['fps']:.1f} fps, {what})", file=sys.stderr)
+
+
+# --- facesr image ----------------------------------------------------------------------
+
+
+def cmd_image(args: argparse.Namespace) -> None:
+    from .images import IMAGE_SUFFIXES, is_image_path, list_images, read_rgb, write_rgb
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise UserError(f"{src}: no such file or directory")
+    if _same_file(src, dst):
+        raise UserError(f"{dst}: the output would overwrite the input")
+    if src.is_dir():
+        jobs = [(p, dst / f"{p.stem}.png") for p in list_images(src)]
+        if not jobs:
+            raise UserError(f"{src}: no images in this folder")
+        if dst.exists() and not dst.is_dir():
+            raise UserError(f"{dst}: a folder of images goes to a folder, and this is a file")
+        if not dst.parent.is_dir():
+            raise UserError(f"{dst.parent}: no such directory")
+    else:
+        if not is_image_path(dst):
+            raise UserError(f"{dst}: unsupported image extension {dst.suffix or '(none)'}; use one of {', '.join(IMAGE_SUFFIXES)}")
+        if not dst.parent.is_dir():
+            raise UserError(f"{dst.parent}: no such directory")
+        jobs = [(src, dst)]
+    images = [(p, read_rgb(p), out) for p, out in jobs]  # every input is checked before any output is written
+
+    if args.full_frame:
+        from .superres import SuperResolver, resolve_device, upscale_tiled
+        from .weights import load_generator
+
+        resolver = SuperResolver(load_generator(args.model, args.scale, allow_untrained=args.model == "srgan"),
+                                 resolve_device(args.device), False if args.fp32 else None)
+        run = lambda img: upscale_tiled(img, resolver, tile=args.tile)  # noqa: E731
+    else:
+        enhancer = _make_enhancer(args)
+
+        def run(img):
+            enhancer.reset()  # every image is a stream of its own
+            return enhancer(img)
+
+    if src.is_dir():
+        dst.mkdir(exist_ok=True)
+    for path, img, out in images:
+        write_rgb(out, run(img))
+        print(f"{out}: {img.shape[1]}x{img.shape[0]} -> {img.shape[1] * args.scale}x{img.shape[0] * args.scale}", file=sys.stderr)
+
+
+# --- facesr train ----------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .models import VARIANTS
+    from .train import TrainConfig, train
+    from .weights import cache_dir
+
+    if args.model not in VARIANTS:
+        raise UserError(f"--model {args.model}: choose one of {', '.join(VARIANTS)}")
+
+    out = args.out or str(cache_dir() / "train" / f"{args.model}-x{args.scale}")
+    cfg = TrainConfig(data=args.data, eval_dir=args.eval_dir or None, out=out, model=args.model, scale=args.scale,
+                      steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, eval_every=args.eval_every,
+                      threads=args.threads, time_budget_min=args.time_budget, time_limit_min=args.time_limit)
+    best = train(cfg)
+    print(f"best weights: {best}", file=sys.stderr)
+
+
+def cmd_fetch_models(args: argparse.Namespace) -> None:
+    from .weights import fetch_detector_models
+
+    print(f"BlazeFace detector models verified in {fetch_detector_models()}", file=sys.stderr)
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facesr", description="Real-time face super-resolution for video calls.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("video", help="enhance every frame of a video file")
+    p.add_argument("input", help="input video (anything PyAV/FFmpeg opens)")
+    p.add_argument("output", help="output video: .mp4, .mkv, .mov or .webm")
+    _add_model_args(p)
+    _add_face_args(p)
+    p.add_argument("--crf", type=int, default=None, help="encoder quality (lower is better; default 20 for x264, 32 for VP9)")
+    p.add_argument("--codec", default=None, help="video encoder (default libx264; libvpx-vp9 for .webm)")
+    p.add_argument("--side-by-side", action="store_true", help="bicubic on the left, facesr on the right")
+    p.add_argument("--background-only", action="store_true", help="no face SR: the bicubic-only pipeline (the baseline)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("image", help="enhance an image, or a folder of images")
+    p.add_argument("input", help="an image file or a folder of images")
+    p.add_argument("output", help="an image file (.png, .jpg, ...) or, for a folder in, a folder (PNGs, same stems)")
+    _add_model_args(p)
+    _add_face_args(p)
+    p.add_argument("--full-frame", action="store_true", help="run the generator on the whole image, not only the faces")
+    p.add_argument("--tile", type=_int_at_least(16), default=192, metavar="N", help="with --full-frame: tile side in input pixels (default 192)")
+    p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("train", help="train a generator on a folder of face images (resumes from --out)")
+    p.add_argument("--data", default="../shared/data/faces/train", help="folder of HR face images")
+    p.add_argument("--eval-dir", default="../shared/data/faces/eval", help="folder of evaluation faces ('' for none)")
+    p.add_argument("--model", default="lite", help="variant to train: lite or srgan (default lite)")
+    p.add_argument("--scale", type=int, default=4, choices=(2, 4))
+    p.add_argument("--out", default=None, help="checkpoint folder (default ~/.cache/facesr/train/MODEL-xSCALE)")
+    p.add_argument("--steps", type=int, default=30000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=192, help="HR patch side")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--time-budget", type=float, default=0.0, metavar="MIN",
+                   help="total training time across resumes: the LR schedule ends there (default: by --steps)")
+    p.add_argument("--time-limit", type=float, default=0.0, metavar="MIN", help="stop this run (checkpointed) after MIN minutes")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fetch-models", help="download and verify the BlazeFace detector models (done on first use anyway)")
+    p.set_defaults(func=cmd_fetch_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"facesr: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("facesr: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
+        if os.environ.get("FACESR_DEBUG"):
+            raise
+        print(f"facesr: internal error: {type(exc).__name__}: {exc} (set FACESR_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The per-frame pipeline: detect -> track -> crop -> super-resolve -> blend.
+
+`Enhancer` knows nothing of files or sockets: it maps an (H, W, 3) uint8 RGB frame to an
+(sH, sW, 3) one. The video command, the stream relay and the benchmarks all drive it, so
+what the benchmarks time is what users run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+
+from .blend import face_crop, match_low_frequencies, paste
+from .detect import FaceDetector, FaceTracker
+from .models import Generator
+from .superres import SuperResolver, resolve_device
+from .weights import load_generator
+
+STAGES = ("background", "detect", "track", "sr", "blend")
+
+
+class StageTimer:
+    """Milliseconds per stage per frame; `summary()` gives p50/p95/p99."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = defaultdict(list)
+        self.last: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.last[name] = self.last.get(name, 0.0) + (time.perf_counter() - t0) * 1000.0
+
+    def end_frame(self) -> None:
+        for name in STAGES:
+            self.samples[name].append(self.last.get(name, 0.0))
+        self.samples["total"].append(sum(self.last.values()))
+        self.last = {}
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {f"p{q}": float(np.percentile(v, q)) for q in (50, 95, 99)} | {"mean": float(np.mean(v))}
+            for name, v in self.samples.items()
+            if v
+        }
+
+
+class Enhancer:
+    """Face super-resolution over a bicubic background, frame by frame, for one stream.
+
+    model: a variant name with shipped weights ("lite", "srgan"), a .safetensors path, or a
+    Generator. device "auto" picks CUDA when present; CUDA runs in half precision unless
+    half=False. background_only=True is the bicubic-only pipeline (the benchmarks' baseline).
+    One Enhancer holds one stream's tracker: use one per stream, or call reset().
+    """
+
+    def __init__(
+        self,
+        model: str | Generator = "lite",
+        scale: int = 4,
+        *,
+        detector: str = "short",
+        detector_model: str | None = None,
+        device: str = "auto",
+        half: bool | None = None,
+        detect_every: int = 3,
+        margin: float = 0.35,
+        fps: float = 30.0,
+        background_only: bool = False,
+        allow_untrained: bool = False,
+    ):
+        self.scale = scale
+        self.margin = margin
+        self.background_only = background_only
+        self.timer = StageTimer()
+        self.resolver: SuperResolver | None = None
+        self.tracker: FaceTracker | None = None
+        if background_only:
+            return
+        generator = model if isinstance(model, Generator) else load_generator(model, scale, allow_untrained=allow_untrained)
+        if generator.config.scale != scale:
+            raise ValueError(f"the model is x{generator.config.scale}, the Enhancer was asked for x{scale}")
+        self.resolver = SuperResolver(generator, resolve_device(device), half)
+        self.tracker = FaceTracker(FaceDetector(detector, model_path=detector_model), detect_every=detect_every, fps=fps)
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.resolver is None else str(self.resolver.device)
+
+    def reset(self) -> None:
+        """Forget the tracked faces (a new stream or a scene cut)."""
+        if self.tracker:
+            self.tracker.reset()
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return self.enhance(frame)
+
+    def enhance(self, frame: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (sH, sW, 3) uint8 RGB."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
+        timer, s = self.timer, self.scale
+        h, w = frame.shape[:2]
+        with timer.stage("background"):
+            out = cv2.resize(frame, (w * s, h * s), interpolation=cv2.INTER_CUBIC)
+        if self.tracker is not None:
+            stage = "detect" if self.tracker.detected_next else "track"
+            with timer.stage(stage):
+                tracks = self.tracker.update(frame)
+            crops = [(c, t.alpha) for t in tracks if (c := face_crop(t.box, frame.shape, self.margin)) is not None]
+            if crops:
+                lr_crops = [np.ascontiguousarray(c.of(frame)) for c, _ in crops]
+                with timer.stage("sr"):
+                    srs = self.resolver(lr_crops)
+                with timer.stage("blend"):
+                    for (crop, alpha), lr, sr in zip(crops, lr_crops, srs):
+                        paste(out, match_low_frequencies(sr, lr, s), crop, s, alpha=alpha)
+        timer.end_frame()
+        return out
+
+    def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.detector.close()

@@ -1,0 +1,155 @@
+"""Face super-resolution networks: the SRGAN generator and discriminator, and a CPU-light variant.
+
+Ledig et al., "Photo-Realistic Single Image Super-Resolution Using a Generative
+Adversarial Network", CVPR 2017 (arXiv:1609.04802), figure 4:
+
+    generator:      LR -> conv9x9 + PReLU -> B x [conv3 BN PReLU conv3 BN (+)] -> conv3 BN (+ skip)
+                       -> log2(s) x [conv3 -> PixelShuffle x2 -> PReLU] -> conv9x9 -> SR
+    discriminator:  HR/SR -> conv3 LReLU -> 7 x [conv3 BN LReLU] (64..512, stride 2 every other)
+                       -> dense 1024 -> LReLU -> dense 1 (logit)
+
+`lite` keeps the same shape but is sized for real time on a laptop CPU: 32 channels,
+6 residual blocks without batch norm, one late PixelShuffle x s straight to RGB, and it
+predicts only the residual over a bicubic upscale, which a small network learns far
+more easily than the whole image.
+
+All generators take and return RGB float tensors in [0, 1], shape (B, 3, H, W) -> (B, 3, sH, sW).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    scale: int = 4
+    channels: int = 64
+    blocks: int = 16
+    head_kernel: int = 9  # the paper's 9x9 first and last convolutions
+    batch_norm: bool = True
+    upsample: str = "progressive"  # "progressive": log2(scale) PixelShuffle x2 stages; "late": one xscale to RGB
+    bicubic_residual: bool = False  # add the network's output to a bicubic upscale of the input
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 4):
+            raise ValueError(f"scale must be 2 or 4, not {self.scale}")
+        if self.upsample not in ("progressive", "late"):
+            raise ValueError(f"upsample must be 'progressive' or 'late', not {self.upsample!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Named variants; the scale is chosen separately (x2 or x4).
+VARIANTS: dict[str, GeneratorConfig] = {
+    "srgan": GeneratorConfig(),  # the paper's generator (SRResNet when trained with a pixel loss only)
+    "lite": GeneratorConfig(
+        channels=32, blocks=6, head_kernel=3, batch_norm=False, upsample="late", bicubic_residual=True
+    ),
+}
+
+
+def generator_config(variant: str, scale: int = 4) -> GeneratorConfig:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown model variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return dataclasses.replace(VARIANTS[variant], scale=scale)
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3 - BN - PReLU - conv3x3 - BN, plus the block's input (the paper's B residual blocks)."""
+
+    def __init__(self, channels: int, batch_norm: bool):
+        super().__init__()
+        norm = (lambda: nn.BatchNorm2d(channels)) if batch_norm else nn.Identity
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm),
+            norm(),
+            nn.PReLU(channels) if batch_norm else nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm),
+            norm(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class UpsampleX2(nn.Module):
+    """conv3x3 to 4C channels, then PixelShuffle x2 and PReLU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels * 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.act = nn.PReLU(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)  # (B, C, H, W) -> (B, 4C, H, W)
+        x = self.shuffle(x)  # (B, 4C, H, W) -> (B, C, 2H, 2W)
+        return self.act(x)
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = c = config
+        k = c.head_kernel
+        self.head = nn.Sequential(nn.Conv2d(3, c.channels, k, padding=k // 2), nn.PReLU(c.channels))
+        self.blocks = nn.Sequential(*[ResidualBlock(c.channels, c.batch_norm) for _ in range(c.blocks)])
+        self.body_tail = nn.Sequential(
+            nn.Conv2d(c.channels, c.channels, 3, padding=1, bias=not c.batch_norm),
+            nn.BatchNorm2d(c.channels) if c.batch_norm else nn.Identity(),
+        )
+        if c.upsample == "progressive":
+            stages = int(math.log2(c.scale))
+            self.upsample = nn.Sequential(*[UpsampleX2(c.channels) for _ in range(stages)])
+            self.tail = nn.Conv2d(c.channels, 3, k, padding=k // 2)
+        else:
+            # one conv to 3*s*s channels, then a single PixelShuffle straight to RGB: the
+            # expensive convolutions all run at LR resolution.
+            self.upsample = nn.Identity()
+            self.tail = nn.Sequential(
+                nn.Conv2d(c.channels, 3 * c.scale**2, 3, padding=1),
+                nn.PixelShuffle(c.scale),  # (B, 3s^2, H, W) -> (B, 3, sH, sW)
+            )
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        feat = self.head(lr)  # (B, 3, H, W) -> (B, C, H, W)
+        feat = feat + self.body_tail(self.blocks(feat))  # the long skip over all residual blocks
+        sr = self.tail(self.upsample(feat))  # (B, C, H, W) -> (B, 3, sH, sW)
+        if self.config.bicubic_residual:
+            sr = sr + F.interpolate(lr, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
+        return sr
+
+
+class Discriminator(nn.Module):
+    """The SRGAN discriminator: eight 3x3 conv blocks 64 -> 512, dense 1024, one logit per image."""
+
+    def __init__(self, channels: int = 64):
+        super().__init__()
+        widths = [channels, channels, 2 * channels, 2 * channels, 4 * channels, 4 * channels, 8 * channels, 8 * channels]
+        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        for i in range(1, len(widths)):
+            stride = 2 if i % 2 == 1 else 1  # k3n64s2, k3n128s1, k3n128s2, ... as in the paper
+            layers += [
+                nn.Conv2d(widths[i - 1], widths[i], 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(widths[i]),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(6)  # any input size -> (B, 512, 6, 6), as for the paper's 96x96 crops
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # (B, 512, 6, 6) -> (B, 18432)
+            nn.Linear(widths[-1] * 36, 1024),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(1024, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x))).squeeze(1)  # (B, 3, H, W) -> (B,)

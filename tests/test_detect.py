@@ -1,0 +1,94 @@
+import cv2
+import numpy as np
+import pytest
+
+from facesr.detect import FaceDetector, FaceTracker
+from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale, iou, on_canvas
+
+
+@pytest.fixture(scope="module")
+def detector():
+    with FaceDetector("short") as d:
+        yield d
+
+
+@pytest.mark.parametrize("kind", ["short", "full"])
+def test_detector_finds_the_astronaut_and_grace_hopper(kind, astronaut, grace_hopper):
+    with FaceDetector(kind) as det:
+        for photo, truth in ((astronaut, ASTRONAUT_FACE), (grace_hopper, GRACE_HOPPER_FACE)):
+            found = det(photo)
+            assert len(found) == 1
+            assert iou(found[0].box, truth) > 0.6
+            assert found[0].score > 0.7
+
+
+def test_full_range_finds_both_faces_in_a_low_resolution_call_frame(detector, astronaut, grace_hopper):
+    frame = on_canvas(grace_hopper[:512], at=(700, 100), canvas=on_canvas(astronaut, at=(80, 150)))
+    lr = downscale(frame, 4)  # 320x180, faces about 24 and 48 px
+    with FaceDetector("full") as full:
+        boxes = sorted((d.box for d in full(lr)), key=lambda b: b[0])
+    assert len(boxes) == 2
+    assert iou(boxes[0] * 4, np.add(ASTRONAUT_FACE, [80, 150, 80, 150])) > 0.5
+    assert iou(boxes[1] * 4, np.add(GRACE_HOPPER_FACE, [700, 100, 700, 100])) > 0.5
+
+
+def test_no_face_no_detection(detector):
+    rng = np.random.default_rng(0)
+    assert detector(np.full((180, 320, 3), 90, np.uint8)) == []
+    assert detector(rng.integers(0, 255, (180, 320, 3), dtype=np.uint8)) == []
+
+
+def _call_frame(photo, x, y):
+    return downscale(on_canvas(photo, at=(x, y)), 4)
+
+
+def test_still_face_gives_the_same_box_every_frame(detector, grace_hopper):
+    tracker = FaceTracker(detector, detect_every=3, fps=25)
+    base = _call_frame(grace_hopper, 400, 60)
+    rng = np.random.default_rng(1)
+    boxes, ids = [], set()
+    for _ in range(60):  # sensor noise changes every frame; the crop must not
+        noisy = np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
+        tracks = tracker.update(noisy)
+        assert len(tracks) == 1
+        boxes.append(tuple(tracks[0].box))
+        ids.add(tracks[0].id)
+    assert ids == {1}
+    assert len(set(boxes[5:])) == 1, f"box jittered: {sorted(set(boxes))}"
+
+
+def test_tracker_follows_a_moving_face_with_one_id(detector, grace_hopper):
+    tracker = FaceTracker(detector, detect_every=3, fps=25)
+    for i in range(50):
+        x = 100 + 12 * i  # 3 LR px per frame, a brisk head movement
+        tracks = tracker.update(_call_frame(grace_hopper, x, 60))
+        assert [t.id for t in tracks] == [1]
+        truth = np.add(GRACE_HOPPER_FACE, [x, 60, x, 60]) / 4
+        assert iou(tracks[0].box, truth) > 0.5, f"frame {i}: {tracks[0].box} vs {truth}"
+
+
+def test_faces_entering_and_leaving(astronaut, grace_hopper):
+    detector = FaceDetector("full")  # the astronaut is small here
+    tracker = FaceTracker(detector, detect_every=3, fps=25, fade_frames=4)
+    alone = downscale(on_canvas(astronaut, at=(80, 150)), 4)
+    both = downscale(on_canvas(grace_hopper[:512], at=(700, 100), canvas=on_canvas(astronaut, at=(80, 150))), 4)
+    for _ in range(6):
+        first = tracker.update(alone)
+    assert len(first) == 1 and first[0].alpha == 1.0
+    newcomer = []  # the second face's blend weight, frame by frame
+    for _ in range(12):
+        tracks = tracker.update(both)
+        newcomer += [t.alpha for t in tracks if t.id == 2]
+    assert {t.id for t in tracks} == {1, 2}  # the newcomer gets a new id, the first keeps its own
+    assert newcomer[0] < 1.0 and newcomer[-1] == 1.0, "a face entering fades in"
+    assert newcomer == sorted(newcomer)
+    for _ in range(30):
+        last = tracker.update(alone)
+    assert [t.id for t in last] == [1], "a face that left is dropped"
+
+
+def test_tracker_restarts_when_the_frame_size_changes(detector, grace_hopper):
+    tracker = FaceTracker(detector)
+    assert len(tracker.update(_call_frame(grace_hopper, 400, 60))) == 1
+    tracks = tracker.update(downscale(grace_hopper, 2))
+    assert len(tracks) == 1 and tracks[0].alpha == 1.0

@@ -1,0 +1,102 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facesr.enhancer import STAGES, Enhancer
+from facesr.metrics import psnr
+from facesr.models import Generator, generator_config
+from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, WEIGHTS, downscale, on_canvas
+
+
+def bicubic(img, s):
+    return cv2.resize(img, (img.shape[1] * s, img.shape[0] * s), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="module")
+def enhancer():
+    e = Enhancer("lite", 4, device="cpu")
+    yield e
+    e.close()
+
+
+@pytest.mark.parametrize("shape", [(180, 320), (90, 160), (77, 101)])
+def test_output_is_scale_times_the_input(enhancer, shape):
+    enhancer.reset()
+    frame = np.full((*shape, 3), 128, np.uint8)
+    assert enhancer(frame).shape == (shape[0] * 4, shape[1] * 4, 3)
+
+
+def test_a_frame_without_faces_is_plain_bicubic(enhancer):
+    enhancer.reset()
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (90, 160, 3), dtype=np.uint8), (0, 0), 2)
+    assert np.array_equal(enhancer(frame), bicubic(frame, 4))
+
+
+def test_background_only_is_the_bicubic_pipeline(astronaut):
+    lr = downscale(astronaut, 4)
+    assert np.array_equal(Enhancer(background_only=True)(lr), bicubic(lr, 4))
+
+
+@pytest.mark.parametrize("photo_name,face", [("astronaut", ASTRONAUT_FACE), ("grace_hopper", GRACE_HOPPER_FACE)])
+def test_beats_bicubic_in_the_face_region_of_a_real_face(enhancer, request, photo_name, face):
+    hr = request.getfixturevalue(photo_name)
+    hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4]
+    lr = downscale(hr, 4)
+    enhancer.reset()
+    out = enhancer(lr)
+    x0, y0, x1, y1 = face
+    region = (slice(y0, y1), slice(x0, x1))
+    gain = psnr(out[region], hr[region]) - psnr(bicubic(lr, 4)[region], hr[region])
+    assert gain > 0.5, f"face-region gain over bicubic {gain:+.2f} dB"
+    # outside the face crop the frame is untouched bicubic
+    assert np.array_equal(out[-8:], bicubic(lr, 4)[-8:])
+
+
+def test_all_faces_of_a_frame_go_through_the_generator_in_one_batch(astronaut, grace_hopper):
+    frame = downscale(on_canvas(grace_hopper[:512], at=(700, 100), canvas=on_canvas(astronaut, at=(80, 150))), 4)
+    net = Generator(generator_config("lite", 4))
+    batches = []
+    net.register_forward_hook(lambda module, inputs, output: batches.append(inputs[0].shape[0]))
+    e = Enhancer(net, 4, detector="full")
+    out = e(frame)
+    assert out.shape == (720, 1280, 3)
+    assert batches == [2]
+    timings = e.timer.summary()
+    assert set(STAGES) <= set(timings) and timings["sr"]["p50"] > 0
+    e.close()
+
+
+def test_model_scale_must_match(astronaut):
+    with pytest.raises(ValueError):
+        Enhancer(Generator(generator_config("lite", 2)), 4)
+
+
+def test_rejects_frames_that_are_not_rgb_uint8(enhancer):
+    with pytest.raises(ValueError):
+        enhancer(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError):
+        enhancer(np.zeros((10, 10, 3), np.float32))
+
+
+def test_shipped_weights_are_present():
+    assert WEIGHTS.is_file(), "weights/lite-x4.safetensors is the default model and must ship"
+
+
+def test_the_srgan_path_runs(astronaut):
+    """The paper-sized generator runs through the same pipeline (shipped weights come with the quality work)."""
+    e = Enhancer("srgan", 4, device="cpu", allow_untrained=True)
+    out = e(downscale(astronaut, 4))
+    assert out.shape == (512, 512, 3)
+    e.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_runs_in_half_precision_and_matches_cpu(astronaut):
+    lr = downscale(astronaut, 4)
+    gpu = Enhancer("lite", 4, device="cuda")
+    assert gpu.resolver.dtype == torch.float16
+    cpu = Enhancer("lite", 4, device="cpu")
+    assert psnr(gpu(lr), cpu(lr)) > 40
+    assert Enhancer("lite", 4, device="cuda", half=False).resolver.dtype == torch.float32

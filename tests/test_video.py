@@ -1,0 +1,342 @@
+"""Tests for facesr.video on small synthetic clips made with PyAV."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from facesr.errors import UserError
+from facesr.video import VideoInfo, probe, transcode
+
+W, H, N = 64, 48, 40
+SAMPLE_RATE = 44100
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def make_clip(path: Path, *, rate=Fraction(25), frames=N, video=True, audio=True) -> Path:
+    """A moving gradient whose brightness changes per frame, plus an optional AAC sine tone (mono)."""
+    rate = Fraction(rate)
+    total = int(SAMPLE_RATE * frames / rate)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / SAMPLE_RATE)).astype(np.float32)
+    y, x = np.mgrid[0:H, 0:W]
+    with av.open(str(path), "w") as out:
+        if video:
+            vs = out.add_stream("libx264", rate=rate, options={"preset": "veryfast"})
+            vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+        if audio:
+            aus = out.add_stream("aac", rate=SAMPLE_RATE)
+            aus.codec_context.layout = "mono"
+        sent = 0  # audio samples sent so far
+        for i in range(frames):
+            if video:
+                level = 30 + (i * 5) % 180
+                img = np.stack([(x * 2 + i * 3) % 64 + level, y + level, np.full_like(x, level)], axis=-1)
+                frame = av.VideoFrame.from_ndarray(img.clip(0, 255).astype(np.uint8), format="rgb24")
+                frame.pts, frame.time_base = i, 1 / rate
+                out.mux(vs.encode(frame))
+            while audio and sent < min(total, int(SAMPLE_RATE * (i + 1) / rate)):
+                chunk = tone[sent : sent + 1024][None, :]
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, sent, Fraction(1, SAMPLE_RATE)
+                out.mux(aus.encode(frame))
+                sent += chunk.shape[1]
+        if video:
+            out.mux(vs.encode(None))
+        if audio:
+            out.mux(aus.encode(None))
+    return path
+
+
+def decode_video(path: Path):
+    """(list of frame times as Fractions, list of RGB frames, stream rate, (w, h))."""
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        frames = list(c.decode(vs))
+        return (
+            [f.pts * f.time_base for f in frames],
+            [f.to_ndarray(format="rgb24") for f in frames],
+            vs.average_rate,
+            (vs.codec_context.width, vs.codec_context.height),
+        )
+
+
+def audio_summary(path: Path):
+    """(codec name, end time in seconds) of the first audio stream, or None."""
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return None
+        a = c.streams.audio[0]
+        end = max((p.pts + (p.duration or 0)) * p.time_base for p in c.demux(a) if p.pts is not None)
+        return a.codec_context.name, float(end)
+
+
+def double(frame: np.ndarray) -> np.ndarray:
+    return cv2.resize(frame, (frame.shape[1] * 2, frame.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "av": make_clip(d / "av.mp4"),
+        "ntsc": make_clip(d / "ntsc.mp4", rate=Fraction(30000, 1001)),
+        "silent": make_clip(d / "silent.mp4", audio=False),
+        "audio_only": make_clip(d / "audio_only.m4a", video=False),
+    }
+
+
+@pytest.fixture
+def out_dir(tmp_path):
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
+
+
+# --- probe -------------------------------------------------------------------------------
+
+
+def test_probe(clips):
+    info = probe(clips["av"])
+    assert isinstance(info, VideoInfo)
+    assert (info.width, info.height, info.fps, info.has_audio) == (W, H, Fraction(25), True)
+    assert info.frames == N
+    assert info.duration == pytest.approx(N / 25, abs=0.05)
+    ntsc = probe(clips["ntsc"])
+    assert ntsc.fps == Fraction(30000, 1001) and ntsc.frames == N
+    assert probe(clips["silent"]).has_audio is False
+
+
+# --- round trips -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clip", ["av", "ntsc"])
+def test_round_trip_mp4(clips, out_dir, clip):
+    src = clips[clip]
+    dst = out_dir / "big.mp4"
+    stats = transcode(src, dst, double, (2 * W, 2 * H), progress=False)
+    assert os.listdir(out_dir) == ["big.mp4"]
+    assert stats["frames"] == N and stats["audio"] == "copy" and stats["skipped_frames"] == 0
+    assert stats["fps"] > 0 and stats["seconds"] > 0
+
+    in_times, in_frames, in_rate, _ = decode_video(src)
+    out_times, out_frames, out_rate, out_size = decode_video(dst)
+    assert len(out_frames) == len(in_frames) == N
+    assert out_rate == in_rate
+    assert out_size == (2 * W, 2 * H)
+    assert out_times == in_times  # same timestamps, exactly
+    for a, b in zip(in_frames, out_frames):
+        assert abs(float(a.mean()) - float(b.mean())) < 4
+
+    in_audio, out_audio = audio_summary(src), audio_summary(dst)
+    assert out_audio[0] == in_audio[0] == "aac"
+    assert out_audio[1] == pytest.approx(in_audio[1], abs=1 / float(in_rate))
+
+    info_in, info_out = probe(src), probe(dst)
+    assert info_out.fps == info_in.fps
+    assert info_out.duration == pytest.approx(info_in.duration, abs=1.01 / float(in_rate))
+
+
+@pytest.mark.parametrize("ext, vcodec, acodec", [(".webm", "vp9", "opus"), (".mkv", "h264", "aac"), (".mov", "h264", "aac")])
+def test_other_containers(clips, out_dir, ext, vcodec, acodec):
+    src, dst = clips["av"], out_dir / f"big{ext}"
+    stats = transcode(src, dst, double, (2 * W, 2 * H), progress=False)
+    assert os.listdir(out_dir) == [dst.name]
+    assert stats["audio"] == ("copy" if acodec == "aac" else "libopus")
+    in_times, in_frames, in_rate, _ = decode_video(src)
+    out_times, out_frames, out_rate, out_size = decode_video(dst)
+    assert len(out_frames) == N and out_size == (2 * W, 2 * H) and out_rate == in_rate
+    # Matroska/WebM store milliseconds, and the muxer shifts the whole file (audio too) so that no
+    # timestamp is negative (the AAC priming packet starts at -23 ms): same times up to that shift.
+    shift = out_times[0] - in_times[0]
+    assert 0 <= shift < 1 / in_rate
+    assert all(abs(b - a - shift) <= Fraction(1, 1000) for a, b in zip(in_times, out_times))
+    for a, b in zip(in_frames, out_frames):
+        assert abs(float(a.mean()) - float(b.mean())) < 4
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.name == vcodec
+    name, end = audio_summary(dst)
+    assert name == acodec
+    assert end == pytest.approx(audio_summary(src)[1], abs=0.04)
+
+
+def test_no_audio_odd_size_and_progress(clips, out_dir, capsys):
+    dst = out_dir / "odd.mp4"
+    stats = transcode(clips["silent"], dst, lambda f: cv2.resize(f, (65, 49)), (65, 49), desc="sr")
+    assert stats["audio"] is None and stats["frames"] == N
+    info = probe(dst)
+    assert (info.width, info.height, info.has_audio) == (66, 50, False)
+    err = capsys.readouterr().err
+    assert "sr" in err and "frame" in err
+
+
+def test_existing_dst_is_replaced(clips, out_dir):
+    dst = out_dir / "x.mkv"
+    dst.write_bytes(b"old")
+    transcode(clips["silent"], dst, double, (2 * W, 2 * H), progress=False)
+    assert probe(dst).width == 2 * W
+    assert os.listdir(out_dir) == ["x.mkv"]
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def _bad_sources(tmp_path: Path, clips) -> dict[str, Path]:
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "random.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (d / "notes.txt").write_text("this is not a video\n" * 20)
+    (d / "folder.mp4").mkdir()
+    return {
+        "missing": d / "missing.mp4",
+        "empty": d / "empty.mp4",
+        "random": d / "random.mp4",
+        "text": d / "notes.txt",
+        "directory": d / "folder.mp4",
+        "audio_only": clips["audio_only"],
+    }
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "random", "text", "directory", "audio_only"])
+def test_bad_source(tmp_path, clips, out_dir, kind):
+    src = _bad_sources(tmp_path, clips)[kind]
+    with pytest.raises(UserError) as err:
+        probe(src)
+    assert str(src) in str(err.value)
+    with pytest.raises(UserError):
+        transcode(src, out_dir / "o.mp4", double, (2 * W, 2 * H), progress=False)
+    assert os.listdir(out_dir) == []
+
+
+def _fail_transcode(src, dst, **kw):
+    with pytest.raises(UserError) as err:
+        transcode(src, dst, double, (2 * W, 2 * H), progress=False, **kw)
+    return str(err.value)
+
+
+def test_missing_output_dir(clips, tmp_path):
+    msg = _fail_transcode(clips["av"], tmp_path / "nope" / "o.mp4")
+    assert "does not exist" in msg
+    assert not (tmp_path / "nope").exists()
+
+
+def test_output_parent_is_a_file(clips, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    _fail_transcode(clips["av"], tmp_path / "afile" / "o.mp4")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_output_dir_not_writable(clips, out_dir, monkeypatch):
+    # We may run as root, which ignores permission bits: make the access check say no instead.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == out_dir else real_access(p, mode, **kw))
+    msg = _fail_transcode(clips["av"], out_dir / "o.mp4")
+    assert "not writable" in msg
+    assert os.listdir(out_dir) == []
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permission bits")
+def test_output_dir_chmod_read_only(clips, out_dir):
+    out_dir.chmod(0o555)
+    try:
+        _fail_transcode(clips["av"], out_dir / "o.mp4")
+        assert os.listdir(out_dir) == []
+    finally:
+        out_dir.chmod(0o755)
+
+
+def test_dst_is_src(clips, tmp_path):
+    src = tmp_path / "in" / "clip.mp4"
+    src.parent.mkdir()
+    src.write_bytes(clips["av"].read_bytes())
+    before = src.read_bytes()
+    (tmp_path / "link").symlink_to(src.parent)
+    os.link(src, tmp_path / "hard.mp4")
+    for spelling in [
+        src,
+        tmp_path / "in" / "." / "clip.mp4",
+        tmp_path / "in" / ".." / "in" / "clip.mp4",
+        tmp_path / "link" / "clip.mp4",
+        tmp_path / "hard.mp4",
+        os.path.relpath(src),
+    ]:
+        assert "overwrite the input" in _fail_transcode(src, spelling)
+    assert src.read_bytes() == before
+    assert sorted(os.listdir(src.parent)) == ["clip.mp4"]
+
+
+def test_unsupported_extension(clips, out_dir):
+    msg = _fail_transcode(clips["av"], out_dir / "o.xyz")
+    assert ".mp4" in msg and ".webm" in msg
+    _fail_transcode(clips["av"], out_dir / "noext")
+    assert os.listdir(out_dir) == []
+
+
+@pytest.mark.parametrize("codec", ["no-such-codec", "aac"])
+def test_bad_codec(clips, out_dir, codec):
+    _fail_transcode(clips["av"], out_dir / "o.mp4", codec=codec)
+    assert os.listdir(out_dir) == []
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+@pytest.mark.parametrize("existing", [False, True])
+def test_transform_failure_leaves_nothing(clips, out_dir, exc, existing):
+    dst = out_dir / "o.mp4"
+    if existing:
+        dst.write_bytes(b"precious")
+    calls = []
+
+    def flaky(frame):
+        calls.append(1)
+        if len(calls) == 10:
+            raise exc("boom")
+        return double(frame)
+
+    with pytest.raises(exc, match="boom"):
+        transcode(clips["av"], dst, flaky, (2 * W, 2 * H), progress=False)
+    if existing:
+        assert os.listdir(out_dir) == ["o.mp4"] and dst.read_bytes() == b"precious"
+    else:
+        assert os.listdir(out_dir) == []
+
+
+def test_transform_wrong_shape(clips, out_dir):
+    with pytest.raises(ValueError, match="transform must return"):
+        transcode(clips["av"], out_dir / "o.mp4", lambda f: f, (2 * W, 2 * H), progress=False)
+    assert os.listdir(out_dir) == []
+
+
+@pytest.mark.parametrize("options", [{"preset": "nonsense"}, {"crf": -100}])
+def test_bad_encoder_option(clips, out_dir, options):
+    assert "libx264 encoder" in _fail_transcode(clips["av"], out_dir / "o.mp4", **options)
+    assert os.listdir(out_dir) == []
+
+
+def test_damaged_file(clips, tmp_path, out_dir):
+    """Bytes scribbled over the middle of a file: either it goes through (damaged packets skipped)
+    or it is a UserError - never an av exception, never a leftover file."""
+    good = out_dir.parent / "good.mkv"
+    transcode(clips["av"], good, lambda f: f, (W, H), progress=False)
+    data = bytearray(good.read_bytes())
+    rng = np.random.default_rng(1)
+    for i in rng.integers(len(data) // 3, 2 * len(data) // 3, 200):
+        data[i] = rng.integers(0, 256)
+    bad = tmp_path / "damaged.mkv"
+    bad.write_bytes(bytes(data))
+    dst = out_dir / "o.mp4"
+    try:
+        stats = transcode(bad, dst, double, (2 * W, 2 * H), progress=False)
+    except UserError:
+        assert os.listdir(out_dir) == []
+    else:
+        assert os.listdir(out_dir) == ["o.mp4"]
+        assert 0 < stats["frames"] <= N
+        assert probe(dst).frames == stats["frames"]

@@ -1,0 +1,55 @@
+"""Where the detector models come from: the registry wheel, sha256-checked, cached, overridable."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from facesr.errors import UserError
+from facesr.weights import DETECTOR_MODELS, detector_model_path
+
+
+@pytest.mark.parametrize("kind", ["short", "full"])
+def test_cached_detector_models_have_the_published_sha256(kind):
+    path = detector_model_path(kind)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == DETECTOR_MODELS[kind][1]
+
+
+def test_a_tampered_model_is_refused(tmp_path, monkeypatch):
+    name = DETECTOR_MODELS["short"][0]
+    (tmp_path / name).write_bytes(b"not the model")
+    monkeypatch.setenv("FACESR_DETECTOR_DIR", str(tmp_path))
+    with pytest.raises(UserError, match="sha256"):
+        detector_model_path("short")
+
+
+def test_the_override_directory_is_used(tmp_path, monkeypatch):
+    name = DETECTOR_MODELS["full"][0]
+    (tmp_path / name).write_bytes(detector_model_path("full").read_bytes())
+    monkeypatch.setenv("FACESR_DETECTOR_DIR", str(tmp_path))
+    assert detector_model_path("full") == tmp_path / name
+
+
+def test_an_explicit_missing_model_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        detector_model_path("short", tmp_path / "nope.tflite")
+
+
+def test_unobtainable_models_give_one_clear_line(tmp_path):
+    # an empty cache and a pip that can reach no package index
+    env = {**os.environ, "FACESR_CACHE": str(tmp_path / "cache"), "PIP_CONFIG_FILE": os.devnull,
+           "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}
+    env.pop("FACESR_DETECTOR_DIR", None)
+    proc = subprocess.run([sys.executable, "-m", "facesr", "fetch-models"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("facesr: error:")]
+    assert len(errors) == 1 and "FACESR_DETECTOR_DIR" in errors[0] and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "cache" / "detector").glob("*.tflite"))
+
+
+def test_unknown_detector_kind():
+    with pytest.raises(UserError):
+        detector_model_path("medium")
