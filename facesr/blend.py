@@ -78,7 +78,7 @@ def feather_mask(height: int, width: int, feather: int, at_edge: tuple[bool, boo
     return mask[..., None]
 
 
-def match_low_frequencies(sr: np.ndarray, lr: np.ndarray, scale: int, sigma: float = 1.5) -> np.ndarray:
+def match_low_frequencies(sr: np.ndarray, lr: np.ndarray, scale: int, sigma: float = 1.0) -> np.ndarray:
     """Remove the SR crop's low-frequency departure from its LR input (colour/brightness drift).
 
     downscale(sr) - lr, blurred to its lowest frequencies, upscaled, is subtracted from sr.

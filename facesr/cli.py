@@ -69,12 +69,11 @@ def cmd_video(args: argparse.Namespace) -> None:
     import cv2
     import numpy as np
 
-    from .video import probe, transcode
+    from .video import check_output, probe, transcode
 
     src, dst = Path(args.input), Path(args.output)
-    if _same_file(src, dst):
-        raise UserError(f"{dst}: the output would overwrite the input")
     info = probe(src)
+    check_output(src, dst, args.codec)  # fail fast, before the models load
     enhancer = _make_enhancer(args, fps=float(info.fps) or 30.0, background_only=args.background_only)
     s = args.scale
     out_w, out_h = info.width * s, info.height * s
@@ -99,6 +98,8 @@ def cmd_video(args: argparse.Namespace) -> None:
 
 
 def cmd_image(args: argparse.Namespace) -> None:
+    import cv2
+
     from .images import IMAGE_SUFFIXES, is_image_path, list_images, read_rgb, write_rgb
 
     src, dst = Path(args.input), Path(args.output)
@@ -120,7 +121,9 @@ def cmd_image(args: argparse.Namespace) -> None:
         if not dst.parent.is_dir():
             raise UserError(f"{dst.parent}: no such directory")
         jobs = [(src, dst)]
-    images = [(p, read_rgb(p), out) for p, out in jobs]  # every input is checked before any output is written
+    for path, _ in jobs:  # check every input's signature before any work (each is decoded when its turn comes)
+        if not cv2.haveImageReader(str(path)):
+            raise UserError(f"{path}: not a readable image")
 
     if args.full_frame:
         from .superres import SuperResolver, resolve_device, upscale_tiled
@@ -138,7 +141,8 @@ def cmd_image(args: argparse.Namespace) -> None:
 
     if src.is_dir():
         dst.mkdir(exist_ok=True)
-    for path, img, out in images:
+    for path, out in jobs:
+        img = read_rgb(path)
         write_rgb(out, run(img))
         print(f"{out}: {img.shape[1]}x{img.shape[0]} -> {img.shape[1] * args.scale}x{img.shape[0] * args.scale}", file=sys.stderr)
 

@@ -115,16 +115,7 @@ def transcode(
     out_w, out_h = (int(v) for v in out_size)
     if out_w <= 0 or out_h <= 0:
         raise ValueError(f"out_size must be positive, got {out_size}")
-    suffix = dst.suffix.lower()
-    if suffix not in CONTAINERS:
-        raise UserError(
-            f"{dst}: unsupported output extension {suffix or '(none)'}; use one of {', '.join(CONTAINERS)}"
-        )
-    fmt, default_codec, audio_fallback = CONTAINERS[suffix]
-    codec = codec or default_codec
-    _check_video_encoder(codec)
-    _check_destination(src, dst)
-
+    fmt, codec, audio_fallback = check_output(src, dst, codec)
     container, info = _open_input(src)
     out = None
     tmp = None
@@ -197,6 +188,24 @@ def _describe(container, path: Path) -> VideoInfo:
 
 
 # --- output ------------------------------------------------------------------------------
+
+
+def check_output(src: str | os.PathLike, dst: str | os.PathLike, codec: str | None = None) -> tuple[str, str, str]:
+    """Refuse a destination :func:`transcode` could not or must not write, before any work is done.
+
+    Returns (muxer name, video codec, audio codec to re-encode to where copying is impossible).
+    """
+    src, dst = Path(src), Path(dst)
+    suffix = dst.suffix.lower()
+    if suffix not in CONTAINERS:
+        raise UserError(
+            f"{dst}: unsupported output extension {suffix or '(none)'}; use one of {', '.join(CONTAINERS)}"
+        )
+    fmt, default_codec, audio_fallback = CONTAINERS[suffix]
+    codec = codec or default_codec
+    _check_video_encoder(codec)
+    _check_destination(src, dst)
+    return fmt, codec, audio_fallback
 
 
 def _check_video_encoder(codec: str) -> None:

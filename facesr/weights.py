@@ -25,7 +25,16 @@ from safetensors.torch import save_file
 from .errors import UserError
 from .models import Generator, GeneratorConfig, generator_config
 
-WEIGHTS_DIR = Path(os.environ.get("FACESR_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
+def _weights_dir() -> Path:
+    """$FACESR_WEIGHTS, else weights/ of a source checkout, else <prefix>/share/facesr/weights of an install."""
+    if os.environ.get("FACESR_WEIGHTS"):
+        return Path(os.environ["FACESR_WEIGHTS"])
+    checkout = Path(__file__).resolve().parent.parent / "weights"
+    installed = Path(sys.prefix) / "share" / "facesr" / "weights"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+WEIGHTS_DIR = _weights_dir()
 
 
 def cache_dir() -> Path:

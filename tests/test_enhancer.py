@@ -100,3 +100,28 @@ def test_cuda_runs_in_half_precision_and_matches_cpu(astronaut):
     cpu = Enhancer("lite", 4, device="cpu")
     assert psnr(gpu(lr), cpu(lr)) > 40
     assert Enhancer("lite", 4, device="cuda", half=False).resolver.dtype == torch.float32
+
+
+def test_beats_bicubic_on_the_faces_of_a_real_talking_clip(enhancer):
+    """A real talking-head clip, downscaled 4x: the faces come back closer to the original than bicubic."""
+    import av
+
+    from conftest import shared_path
+
+    clip = shared_path("data", "videos", "talking_d18.mp4")
+    enhancer.reset()
+    gains = []
+    with av.open(str(clip)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == 40:
+                break
+            hr = frame.to_ndarray(format="rgb24")
+            hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4]
+            lr = downscale(hr, 4)
+            out = enhancer(lr)
+            tracks = enhancer.tracker.tracks
+            assert len(tracks) == 1, f"frame {i}: {len(tracks)} faces"
+            x0, y0, x1, y1 = (4 * int(v) for v in tracks[0].box)
+            face = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+            gains.append(psnr(out[face], hr[face]) - psnr(bicubic(lr, 4)[face], hr[face]))
+    assert min(gains) > 0.0 and np.mean(gains) > 0.5, f"face-region gains {np.round(gains, 2)}"
