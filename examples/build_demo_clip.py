@@ -376,14 +376,18 @@ def _atomic_output(path: Path | None) -> Iterator[Path | None]:
 
 def _add_video_stream(container, size: tuple[int, int], fps: int, crf: int):
     # A fixed thread count keeps the encoded bytes identical from machine to machine.
-    return container.add_stream(
+    stream = container.add_stream(
         "libx264", rate=fps, width=size[0], height=size[1], pix_fmt="yuv420p",
         time_base=Fraction(1, fps), options={"crf": str(crf), "preset": "medium", "threads": "2"},
     )
+    cc = stream.codec_context  # tagged BT.709 limited range, as the frames are converted
+    cc.colorspace = cc.color_primaries = cc.color_trc = cc.color_range = 1
+    return stream
 
 
 def _encode_video_frame(container, stream, rgb: np.ndarray, index: int, fps: int) -> None:
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
     frame.pts = index
     frame.time_base = Fraction(1, fps)
     container.mux(stream.encode(frame))

@@ -218,7 +218,7 @@ class FaceTracker:
         self.tracks, self._frame_index, self._prev_gray = [], 0, None
 
     @property
-    def detected_next(self) -> bool:
+    def detects_next(self) -> bool:
         """Whether the next update() runs the detector (rather than optical flow)."""
         # with no face in view, look more often so a face entering is picked up quickly
         return self._frame_index % self.detect_every == 0 or (not self.tracks and self._frame_index % 2 == 0)
@@ -227,7 +227,7 @@ class FaceTracker:
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if self._prev_gray is not None and self._prev_gray.shape != gray.shape:
             self.reset()  # the stream changed size: start over
-        if self.detected_next:
+        if self.detects_next:
             self._associate(self.detector(frame), frame.shape)
         elif self._prev_gray is not None:
             self._follow_flow(self._prev_gray, gray)

@@ -111,7 +111,7 @@ class Enhancer:
         with timer.stage("background"):
             out = cv2.resize(frame, (w * s, h * s), interpolation=cv2.INTER_CUBIC)
         if self.tracker is not None:
-            stage = "detect" if self.tracker.detected_next else "track"
+            stage = "detect" if self.tracker.detects_next else "track"
             with timer.stage(stage):
                 tracks = self.tracker.update(frame)
             crops = [(c, t.alpha) for t in tracks if (c := face_crop(t.box, frame.shape, self.margin)) is not None]

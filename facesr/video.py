@@ -25,6 +25,8 @@ Design notes:
   and is ignored for VP9).  Other codecs keep their encoder's defaults unless
   ``crf`` is given.  Pixel format yuv420p wherever the codec supports it; the
   frame is padded to even dimensions by repeating its last row/column.
+* **Colour.**  Frames are decoded to RGB with their own colour tags (PyAV does this); the
+  output is converted with BT.709 limited range and tagged so.
 * **Frame size.**  ``transform`` always gets frames of the probed (first) size:
   a stream that changes resolution midway is scaled back to it.
 * **Corrupt frames.**  A packet that fails to decode in the middle of a file is
@@ -262,6 +264,12 @@ def _add_video_stream(out, codec: str, info: VideoInfo, in_stream, size, crf, pr
         raise UserError(f"cannot write video codec {codec!r} here: {exc}") from None
     vs.width, vs.height = size
     vs.pix_fmt = pix_fmt  # bit_rate stays 0, so libvpx-vp9 with a CRF runs in constant-quality mode
+    if pix_fmt.startswith("yuv"):
+        # Say how RGB became YUV (BT.709, limited range: HD video's convention), so players and
+        # decoders turn it back into the same colours instead of guessing.
+        cc = vs.codec_context
+        cc.colorspace = cc.color_primaries = cc.color_trc = 1  # AVCOL_*_BT709
+        cc.color_range = 1  # AVCOL_RANGE_MPEG
     try:  # open now, so that bad settings (e.g. an unknown preset) get a clear message
         vs.codec_context.open()
     except (av.FFmpegError, ValueError) as exc:
@@ -366,7 +374,7 @@ def _run(container, out, info, transform, size, src, dst, codec, crf, preset, au
                 # Scaled to the probed size, so a mid-stream resolution change (common in
                 # recorded calls) still gives the transform the frame size it was set up for.
                 rgb = transform(frame.to_ndarray(format="rgb24", width=info.width, height=info.height))
-                vframe = _to_video_frame(rgb, size, enc_size)
+                vframe = _to_video_frame(rgb, size, enc_size, ovs.pix_fmt)
                 # Keep the input frame's own timestamp; invent one only where it has none,
                 # and nudge it forward in the (damaged-file) case where it does not increase.
                 pts, tb = frame.pts, frame.time_base or ivs.time_base
@@ -422,7 +430,7 @@ def _decode(packet, src: Path, kind: str):
         return None
 
 
-def _to_video_frame(rgb, size, enc_size) -> av.VideoFrame:
+def _to_video_frame(rgb, size, enc_size, pix_fmt) -> av.VideoFrame:
     out_w, out_h = size
     if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.shape == (out_h, out_w, 3)):
         got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
@@ -430,7 +438,10 @@ def _to_video_frame(rgb, size, enc_size) -> av.VideoFrame:
     pad_h, pad_w = enc_size[1] - out_h, enc_size[0] - out_w
     if pad_h or pad_w:
         rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    if pix_fmt.startswith("yuv"):  # BT.709 limited range, as the stream is tagged
+        frame = frame.reformat(format=pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+    return frame
 
 
 @contextlib.contextmanager

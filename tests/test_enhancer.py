@@ -125,3 +125,20 @@ def test_beats_bicubic_on_the_faces_of_a_real_talking_clip(enhancer):
             face = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
             gains.append(psnr(out[face], hr[face]) - psnr(bicubic(lr, 4)[face], hr[face]))
     assert min(gains) > 0.0 and np.mean(gains) > 0.5, f"face-region gains {np.round(gains, 2)}"
+
+
+def test_a_still_face_does_not_flicker(enhancer, grace_hopper):
+    """Sensor noise changes every frame; the enhanced face must not change much more than bicubic's."""
+    base = downscale(on_canvas(grace_hopper, at=(400, 60)), 4)
+    rng = np.random.default_rng(5)
+    enhancer.reset()
+    outs, bics = [], []
+    for _ in range(30):
+        noisy = np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8)
+        outs.append(enhancer(noisy).astype(np.int16))
+        bics.append(bicubic(noisy, 4).astype(np.int16))
+    x0, y0, x1, y1 = (4 * int(v) for v in enhancer.tracker.tracks[0].box)
+    face = (slice(y0, y1), slice(x0, x1))
+    change = np.mean([np.abs(a[face] - b[face]).mean() for a, b in zip(outs[5:], outs[6:])])
+    change_bicubic = np.mean([np.abs(a[face] - b[face]).mean() for a, b in zip(bics[5:], bics[6:])])
+    assert change < 1.5 * change_bicubic, f"frame-to-frame change {change:.2f} vs bicubic {change_bicubic:.2f}"

@@ -340,3 +340,21 @@ def test_damaged_file(clips, tmp_path, out_dir):
         assert os.listdir(out_dir) == ["o.mp4"]
         assert 0 < stats["frames"] <= N
         assert probe(dst).frames == stats["frames"]
+
+
+def test_colours_survive_the_round_trip(tmp_path):
+    """Output is converted and tagged BT.709; decoding it gives back the colours the transform made."""
+    src = make_clip(tmp_path / "in.mp4", audio=False)
+    dst = tmp_path / "out.mp4"
+    blocks = np.zeros((H, W, 3), np.uint8)
+    colours = [(220, 40, 30), (30, 200, 60), (40, 50, 210), (230, 210, 40)]
+    for k, colour in enumerate(colours):
+        blocks[:, k * W // 4 : (k + 1) * W // 4] = colour
+    transcode(src, dst, lambda f: blocks, (W, H), crf=0, progress=False)
+    with av.open(str(dst)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_range) == (1, 1)  # BT.709, limited range
+    _, frames, _, _ = decode_video(dst)
+    for k, colour in enumerate(colours):
+        got = frames[5][H // 2, k * W // 4 + W // 8].astype(int)
+        assert np.abs(got - colour).max() <= 3, (colour, got)
