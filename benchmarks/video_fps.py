@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("clips", nargs="*", type=Path, default=[DEFAULT_CLIP])
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--model", default="lite")
-    ap.add_argument("--detector", default="short")
+    ap.add_argument("--detector", default="full")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()

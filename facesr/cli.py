@@ -31,8 +31,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_face_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", default="short", choices=("short", "full"),
-                   help="BlazeFace model: short range, or full range for the small faces of wide shots (default short)")
+    p.add_argument("--detector", default="full", choices=("short", "full"),
+                   help="BlazeFace model: full range finds faces from close-ups down to ~20 px (default); "
+                        "short range only close-ups, a little faster")
     p.add_argument("--detector-model", default=None, metavar="FILE",
                    help="a BlazeFace .tflite file to use instead of the cached one (or set FACESR_DETECTOR_DIR)")
     p.add_argument("--detect-every", type=_int_at_least(1), default=3, metavar="N", help="run the detector every N frames, track between (default 3)")

@@ -62,9 +62,13 @@ def _forget_live_detectors() -> None:
 
 
 class FaceDetector:
-    """MediaPipe Tasks FaceDetector with the BlazeFace short-range or full-range (small faces) model."""
+    """MediaPipe Tasks FaceDetector with a BlazeFace model.
 
-    def __init__(self, kind: str = "short", min_confidence: float = 0.5, model_path: str | os.PathLike | None = None):
+    "full" (full-range, sparse) finds faces from frame-filling close-ups down to about 20 px;
+    "short" (short-range) is about 3x faster but misses or mis-sizes faces under ~40 px.
+    """
+
+    def __init__(self, kind: str = "full", min_confidence: float = 0.5, model_path: str | os.PathLike | None = None):
         path = detector_model_path(kind, model_path)
         os.environ.setdefault("GLOG_minloglevel", "2")
         from mediapipe.tasks.python import BaseOptions, vision
@@ -203,11 +207,16 @@ class FaceTracker:
         iou_match: float = 0.2,
         fade_frames: int = 4,
         hysteresis: float = 1.0,
+        start_score: float = 0.65,
+        min_face: float = 10.0,
     ):
         self.detector = detector
         self.detect_every = max(1, detect_every)
         self.fps = fps
         self.max_misses, self.iou_match, self.hysteresis = max_misses, iou_match, hysteresis
+        # a new track needs a confident detection of a face big enough to gain from SR; an
+        # existing one is kept alive by any detection the detector returns (score hysteresis)
+        self.start_score, self.min_face = start_score, min_face
         self.fade_step = 1.0 / max(1, fade_frames)
         self.tracks: list[Track] = []
         self._next_id = 1
@@ -259,7 +268,8 @@ class FaceTracker:
             if ti not in used_t:
                 t.misses += 1
         for di, d in enumerate(detections):
-            if di not in used_d:
+            small = min(d.box[2] - d.box[0], d.box[3] - d.box[1]) < self.min_face
+            if di not in used_d and d.score >= self.start_score and not small:
                 # a face already there when the stream starts has nothing to fade in from
                 alpha = 1.0 if self._frame_index == 0 else 0.0
                 self.tracks.append(Track(self._next_id, _to_cxcys(d.box), OneEuroFilter(self.fps), alpha=alpha))

@@ -66,7 +66,7 @@ class Enhancer:
         model: str | Generator = "lite",
         scale: int = 4,
         *,
-        detector: str = "short",
+        detector: str = "full",
         detector_model: str | None = None,
         device: str = "auto",
         half: bool | None = None,

@@ -8,7 +8,7 @@ from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale, iou, on_canva
 
 @pytest.fixture(scope="module")
 def detector():
-    with FaceDetector("short") as d:
+    with FaceDetector() as d:  # the default: full range
         yield d
 
 
@@ -92,3 +92,28 @@ def test_tracker_restarts_when_the_frame_size_changes(detector, grace_hopper):
     assert len(tracker.update(_call_frame(grace_hopper, 400, 60))) == 1
     tracks = tracker.update(downscale(grace_hopper, 2))
     assert len(tracks) == 1 and tracks[0].alpha == 1.0
+
+
+def test_unsure_or_tiny_detections_start_no_track():
+    from facesr.detect import Detection
+
+    class Scripted:
+        def __init__(self, script):
+            self.script = iter(script)
+
+        def __call__(self, frame):
+            return next(self.script)
+
+    face = np.array([40.0, 20.0, 80.0, 60.0])
+    script = [
+        [Detection(face, 0.55)],  # too unsure to start a track
+        [Detection(np.array([5.0, 5.0, 12.0, 12.0]), 0.95)],  # too small to gain from SR
+        [Detection(face, 0.9)],  # starts a track
+        [Detection(face + 1, 0.52)],  # ... which an unsure detection keeps alive
+    ]
+    tracker = FaceTracker(Scripted(script), detect_every=1)
+    frame = np.zeros((90, 160, 3), np.uint8)
+    assert tracker.update(frame) == [] and tracker.update(frame) == []
+    assert len(tracker.update(frame)) == 1
+    tracks = tracker.update(frame)
+    assert len(tracks) == 1 and tracks[0].misses == 0
