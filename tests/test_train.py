@@ -62,3 +62,5 @@ def test_training_runs_checkpoints_and_resumes(faces, tmp_path):
     meta = read_metadata(best)
     assert int(meta["steps"]) in (3, 6) and "bicubic_psnr" in json.loads(meta["eval"])
     assert load_generator(str(best), 4).config.channels == 32
+    final = read_metadata(out / "final.safetensors")
+    assert int(final["steps"]) == 6 and "psnr" in json.loads(final["eval"])

@@ -75,7 +75,11 @@ def _learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) and return the path of the exported best-eval weights."""
+    """Train (or resume); return the best-eval weights (the final ones where there is no eval set).
+
+    Exports to `out`: best.safetensors (best eval PSNR so far) and, once finished,
+    final.safetensors (the last step's weights, with their eval numbers).
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -141,6 +145,9 @@ def train(cfg: TrainConfig) -> Path:
             bar.write(f"time limit reached at step {step}; run again with the same --out to resume")
             break
     bar.close()
-    if not pairs:
-        save_generator(out / "best.safetensors", model, steps=step, train_wall_s=round(wall), **meta)
+    if _progress(cfg, step, wall) >= 1.0:  # finished: the final weights, evaluated, beside the best
+        extra = {"eval": evaluate(model, pairs)} if pairs else {}
+        save_generator(out / "final.safetensors", model, steps=step, train_wall_s=round(wall), **meta, **extra)
+        if not pairs:
+            return out / "final.safetensors"
     return out / "best.safetensors"
