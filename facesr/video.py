@@ -241,7 +241,11 @@ def _check_destination(src: Path, dst: Path) -> None:
 def _make_temp(dst: Path):
     """A fresh hidden ``.<name>.<random>.part<suffix>`` file beside ``dst``."""
     try:
-        return tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=f".part{dst.suffix}")
+        fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=f".part{dst.suffix}")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the finished video private
+        return fd, name
     except OSError as exc:
         raise UserError(f"{dst}: cannot write to {dst.parent} ({_reason(exc)})") from None
 

@@ -358,3 +358,13 @@ def test_colours_survive_the_round_trip(tmp_path):
     for k, colour in enumerate(colours):
         got = frames[5][H // 2, k * W // 4 + W // 8].astype(int)
         assert np.abs(got - colour).max() <= 3, (colour, got)
+
+
+def test_output_permissions_follow_the_umask(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", audio=False)
+    old = os.umask(0o022)
+    try:
+        transcode(src, tmp_path / "out.mp4", lambda f: f, (W, H), progress=False)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.mp4").stat().st_mode & 0o777 == 0o644
