@@ -41,6 +41,8 @@ import av
 import cv2
 import numpy as np
 
+from facesr.video import rgb_to_frame, tag_bt709
+
 HR_SIZE = (1280, 720)  # (width, height) of the rendered ground-truth scene
 DOWNSCALE = 4
 LR_SIZE = (HR_SIZE[0] // DOWNSCALE, HR_SIZE[1] // DOWNSCALE)
@@ -380,14 +382,12 @@ def _add_video_stream(container, size: tuple[int, int], fps: int, crf: int):
         "libx264", rate=fps, width=size[0], height=size[1], pix_fmt="yuv420p",
         time_base=Fraction(1, fps), options={"crf": str(crf), "preset": "medium", "threads": "2"},
     )
-    cc = stream.codec_context  # tagged BT.709 limited range, as the frames are converted
-    cc.colorspace = cc.color_primaries = cc.color_trc = cc.color_range = 1
+    tag_bt709(stream)  # as rgb_to_frame converts
     return stream
 
 
 def _encode_video_frame(container, stream, rgb: np.ndarray, index: int, fps: int) -> None:
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+    frame = rgb_to_frame(rgb)
     frame.pts = index
     frame.time_base = Fraction(1, fps)
     container.mux(stream.encode(frame))

@@ -101,7 +101,7 @@ def cmd_video(args: argparse.Namespace) -> None:
 def cmd_image(args: argparse.Namespace) -> None:
     import cv2
 
-    from .images import IMAGE_SUFFIXES, is_image_path, list_images, read_rgb, write_rgb
+    from .images import check_image_output, list_images, read_rgb, write_rgb
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
@@ -117,8 +117,7 @@ def cmd_image(args: argparse.Namespace) -> None:
         if not dst.parent.is_dir():
             raise UserError(f"{dst.parent}: no such directory")
     else:
-        if not is_image_path(dst):
-            raise UserError(f"{dst}: unsupported image extension {dst.suffix or '(none)'}; use one of {', '.join(IMAGE_SUFFIXES)}")
+        check_image_output(dst)
         if not dst.parent.is_dir():
             raise UserError(f"{dst.parent}: no such directory")
         jobs = [(src, dst)]

@@ -71,7 +71,10 @@ class FaceDetector:
     def __init__(self, kind: str = "full", min_confidence: float = 0.5, model_path: str | os.PathLike | None = None):
         path = detector_model_path(kind, model_path)
         os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp_image, self._srgb = mp.Image, mp.ImageFormat.SRGB
 
         options = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_path=str(path)),
@@ -89,10 +92,8 @@ class FaceDetector:
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
         """(H, W, 3) uint8 RGB -> detections, boxes clipped to the frame."""
-        import mediapipe as mp
-
         h, w = frame.shape[:2]
-        result = self._detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=_aligned(frame)))
+        result = self._detector.detect(self._mp_image(image_format=self._srgb, data=_aligned(frame)))
         out = []
         for d in result.detections:
             b = d.bounding_box

@@ -33,13 +33,16 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])
 
 
+def check_image_output(path: Path) -> None:
+    if not is_image_path(path):
+        raise UserError(f"{path}: unsupported image extension {path.suffix or '(none)'}; use one of {', '.join(IMAGE_SUFFIXES)}")
+
+
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write atomically: encode to memory, then a temporary file renamed over the target."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise UserError(f"{path}: unsupported image extension {suffix or '(none)'}; use one of {', '.join(IMAGE_SUFFIXES)}")
-    ok, buf = cv2.imencode(suffix, np.ascontiguousarray(rgb[..., ::-1]))
+    check_image_output(path)
+    ok, buf = cv2.imencode(path.suffix.lower(), np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:
         raise UserError(f"{path}: could not encode image")
     tmp = path.with_name(f".{path.name}.part")

@@ -210,6 +210,24 @@ def check_output(src: str | os.PathLike, dst: str | os.PathLike, codec: str | No
     return fmt, codec, audio_fallback
 
 
+def tag_bt709(stream) -> None:
+    """Tag a video stream BT.709, limited range (HD video's convention), as `rgb_to_frame` converts.
+
+    Players and decoders then turn the YUV back into the same colours instead of guessing.
+    """
+    cc = stream.codec_context
+    cc.colorspace = cc.color_primaries = cc.color_trc = 1  # AVCOL_*_BT709
+    cc.color_range = 1  # AVCOL_RANGE_MPEG
+
+
+def rgb_to_frame(rgb: np.ndarray, pix_fmt: str = "yuv420p") -> av.VideoFrame:
+    """An (H, W, 3) uint8 RGB array as a frame in `pix_fmt`, YUV formats by BT.709 limited range."""
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    if pix_fmt.startswith("yuv"):
+        frame = frame.reformat(format=pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+    return frame
+
+
 def _check_video_encoder(codec: str) -> None:
     try:
         enc = av.codec.Codec(codec, "w")
@@ -269,11 +287,7 @@ def _add_video_stream(out, codec: str, info: VideoInfo, in_stream, size, crf, pr
     vs.width, vs.height = size
     vs.pix_fmt = pix_fmt  # bit_rate stays 0, so libvpx-vp9 with a CRF runs in constant-quality mode
     if pix_fmt.startswith("yuv"):
-        # Say how RGB became YUV (BT.709, limited range: HD video's convention), so players and
-        # decoders turn it back into the same colours instead of guessing.
-        cc = vs.codec_context
-        cc.colorspace = cc.color_primaries = cc.color_trc = 1  # AVCOL_*_BT709
-        cc.color_range = 1  # AVCOL_RANGE_MPEG
+        tag_bt709(vs)
     try:  # open now, so that bad settings (e.g. an unknown preset) get a clear message
         vs.codec_context.open()
     except (av.FFmpegError, ValueError) as exc:
@@ -442,10 +456,7 @@ def _to_video_frame(rgb, size, enc_size, pix_fmt) -> av.VideoFrame:
     pad_h, pad_w = enc_size[1] - out_h, enc_size[0] - out_w
     if pad_h or pad_w:
         rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    if pix_fmt.startswith("yuv"):  # BT.709 limited range, as the stream is tagged
-        frame = frame.reformat(format=pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
-    return frame
+    return rgb_to_frame(np.ascontiguousarray(rgb), pix_fmt)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from .errors import UserError
 from .models import Generator, GeneratorConfig, generator_config
 
+
 def _weights_dir() -> Path:
     """$FACESR_WEIGHTS, else weights/ of a source checkout, else <prefix>/share/facesr/weights of an install."""
     if os.environ.get("FACESR_WEIGHTS"):

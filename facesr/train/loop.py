@@ -109,6 +109,7 @@ def train(cfg: TrainConfig) -> Path:
         os.replace(out / "last.pt.part", ckpt_path)
 
     model.train()
+    last_eval: dict[str, float] = {}
     started = time.perf_counter() - wall
     session_start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.model} x{cfg.scale}", dynamic_ncols=True)
@@ -127,7 +128,7 @@ def train(cfg: TrainConfig) -> Path:
         bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{best:.2f}dB")
         record = None
         if pairs and (step % cfg.eval_every == 0 or finished):
-            ev = evaluate(model, pairs)
+            ev = last_eval = evaluate(model, pairs)
             record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **ev}
             if ev["psnr"] > best:
                 best = ev["psnr"]
@@ -146,7 +147,9 @@ def train(cfg: TrainConfig) -> Path:
             break
     bar.close()
     if _progress(cfg, step, wall) >= 1.0:  # finished: the final weights, evaluated, beside the best
-        extra = {"eval": evaluate(model, pairs)} if pairs else {}
+        if pairs and not last_eval:  # resumed at the very end: nothing evaluated in this run
+            last_eval = evaluate(model, pairs)
+        extra = {"eval": last_eval} if pairs else {}
         save_generator(out / "final.safetensors", model, steps=step, train_wall_s=round(wall), **meta, **extra)
         if not pairs:
             return out / "final.safetensors"
