@@ -1,4 +1,4 @@
-"""`facesr video | image | train | fetch-models`: argument parsing and clear errors only."""
+"""`facesr video | image | eval | train | fetch-models`: argument parsing and clear errors only."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def _int_at_least(low: int):
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=4, choices=(2, 4), help="upscaling factor (default 4)")
-    p.add_argument("--model", default="lite", help="model variant (lite, srgan) or a .safetensors file (default lite)")
+    p.add_argument("--model", default=None,
+                   help="srresnet, srgan, lite, lite-gan or a .safetensors file (default: lite on CPU, srgan on CUDA)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the generator runs (default auto)")
     p.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of half precision")
 
@@ -52,7 +53,6 @@ def _make_enhancer(args: argparse.Namespace, *, fps: float = 30.0, background_on
         detect_every=args.detect_every,
         fps=fps,
         background_only=background_only,
-        allow_untrained=args.model == "srgan",
     )
 
 
@@ -127,9 +127,9 @@ def cmd_image(args: argparse.Namespace) -> None:
 
     if args.full_frame:
         from .superres import SuperResolver, resolve_device, upscale_tiled
-        from .weights import load_generator
+        from .weights import default_model, load_generator
 
-        resolver = SuperResolver(load_generator(args.model, args.scale, allow_untrained=args.model == "srgan"),
+        resolver = SuperResolver(load_generator(args.model or default_model(args.device), args.scale),
                                  resolve_device(args.device), False if args.fp32 else None)
         run = lambda img: upscale_tiled(img, resolver, tile=args.tile)  # noqa: E731
     else:
@@ -151,19 +151,37 @@ def cmd_image(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .models import VARIANTS
+    from .models import MODELS
     from .train import TrainConfig, train
     from .weights import cache_dir
 
-    if args.model not in VARIANTS:
-        raise UserError(f"--model {args.model}: choose one of {', '.join(VARIANTS)}")
+    if args.model not in MODELS:
+        raise UserError(f"--model {args.model}: choose one of {', '.join(MODELS)}")
 
     out = args.out or str(cache_dir() / "train" / f"{args.model}-x{args.scale}")
     cfg = TrainConfig(data=args.data, eval_dir=args.eval_dir or None, out=out, model=args.model, scale=args.scale,
                       steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, eval_every=args.eval_every,
-                      threads=args.threads, time_budget_min=args.time_budget, time_limit_min=args.time_limit)
+                      threads=args.threads, time_budget_min=args.time_budget, time_limit_min=args.time_limit,
+                      degradations=args.degradations, init=args.init, gan_loss=args.gan_loss, adv_weight=args.adv_weight,
+                      pixel_weight=args.pixel_weight, fm_weight=args.fm_weight, vgg_weights=args.vgg_weights)
     best = train(cfg)
-    print(f"best weights: {best}", file=sys.stderr)
+    print(f"weights: {best}", file=sys.stderr)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import print_report, run_eval
+    from .weights import default_model
+
+    models = [m for m in (args.model or default_model(args.device)).split(",") if m]
+    for path, what in ((args.json, "--json"), (args.figure, "--figure")):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UserError(f"{what} {path}: no such directory")
+    if args.figure and Path(args.figure).suffix.lower() != ".png":
+        raise UserError(f"--figure {args.figure}: give a .png file")
+    report = run_eval(models, args.faces or None, args.videos or None, scale=args.scale, crf=args.crf,
+                      max_frames=args.max_frames, device=args.device, json_out=args.json, figure_out=args.figure,
+                      progress=not args.quiet)
+    print_report(report)
 
 
 def cmd_fetch_models(args: argparse.Namespace) -> None:
@@ -173,6 +191,11 @@ def cmd_fetch_models(args: argparse.Namespace) -> None:
 
 
 # --- entry point -----------------------------------------------------------------------
+
+
+def shared_data(sub: str) -> Path:
+    """../shared/data/SUB beside the project checkout: the team's training and evaluation data."""
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / sub
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,10 +223,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_int_at_least(16), default=192, metavar="N", help="with --full-frame: tile side in input pixels (default 192)")
     p.set_defaults(func=cmd_image)
 
+    p = sub.add_parser("eval", help="measure face quality against bicubic on face photos and compressed call clips")
+    p.add_argument("--faces", default=str(shared_data("faces/eval")),
+                   help="folder of face photos, downscaled by the scale and restored ('' to skip; default ../shared/data/faces/eval)")
+    p.add_argument("--videos", default=str(shared_data("videos")),
+                   help="folder of clips, made into calls and enhanced ('' to skip; default ../shared/data/videos)")
+    p.add_argument("--model", default=None,
+                   help="model(s) to score, comma-separated (e.g. lite,lite-gan,srresnet,srgan; default: lite on CPU, srgan on CUDA)")
+    p.add_argument("--scale", type=int, default=4, choices=(2, 4))
+    p.add_argument("--crf", type=int, default=28, help="H.264 CRF of the simulated calls (default 28)")
+    p.add_argument("--max-frames", type=_int_at_least(2), default=150, metavar="N", help="frames per clip (default 150)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON")
+    p.add_argument("--figure", default=None, metavar="OUT.png", help="write crops: LR | bicubic | models | original")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("train", help="train a generator on a folder of face images (resumes from --out)")
-    p.add_argument("--data", default="../shared/data/faces/train", help="folder of HR face images")
-    p.add_argument("--eval-dir", default="../shared/data/faces/eval", help="folder of evaluation faces ('' for none)")
-    p.add_argument("--model", default="lite", help="variant to train: lite or srgan (default lite)")
+    p.add_argument("--data", default=str(shared_data("faces/train")), help="folder of HR face images (default ../shared/data/faces/train)")
+    p.add_argument("--eval-dir", default=str(shared_data("faces/eval")), help="folder of evaluation faces ('' for none)")
+    p.add_argument("--model", default="lite",
+                   help="srresnet or lite (pixel loss), srgan or lite-gan (adversarial fine-tune of those; default lite)")
     p.add_argument("--scale", type=int, default=4, choices=(2, 4))
     p.add_argument("--out", default=None, help="checkpoint folder (default ~/.cache/facesr/train/MODEL-xSCALE)")
     p.add_argument("--steps", type=int, default=30000)
@@ -215,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=0.0, metavar="MIN",
                    help="total training time across resumes: the LR schedule ends there (default: by --steps)")
     p.add_argument("--time-limit", type=float, default=0.0, metavar="MIN", help="stop this run (checkpointed) after MIN minutes")
+    p.add_argument("--degradations", default="call", choices=("call", "clean"),
+                   help="call: blur, noise, JPEG and H.264 (default); clean: area downscaling only")
+    g = p.add_argument_group("adversarial fine-tuning (srgan, lite-gan)")
+    g.add_argument("--init", default=None,
+                   help="weights to start from (GAN models: default the shipped srresnet/lite; pixel models: default random)")
+    g.add_argument("--gan-loss", default="ragan", choices=("ragan", "hinge"))
+    g.add_argument("--adv-weight", type=float, default=1e-3, help="weight of the adversarial loss (default 1e-3, the paper's)")
+    g.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the L1 content loss (default 1)")
+    g.add_argument("--fm-weight", type=float, default=1.0, help="weight of the feature-matching content loss (default 1)")
+    g.add_argument("--vgg-weights", default=None, metavar="FILE",
+                   help="torchvision vgg19 state dict: use the paper's VGG54 content loss instead of L1 + feature matching")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("fetch-models", help="download and verify the BlazeFace detector models (done on first use anyway)")

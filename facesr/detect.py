@@ -28,6 +28,7 @@ from .weights import detector_model_path
 class Detection:
     box: np.ndarray  # (x0, y0, x1, y1) in frame pixels, float
     score: float
+    keypoints: np.ndarray | None = None  # (6, 2) x, y in frame pixels: right eye, left eye, nose tip, mouth, right and left ear
 
 
 @contextlib.contextmanager
@@ -100,7 +101,8 @@ class FaceDetector:
             box = np.array([b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height], dtype=np.float64)
             box = np.clip(box, 0, [w, h, w, h])
             if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
-                out.append(Detection(box, float(d.categories[0].score)))
+                kps = np.array([[k.x * w, k.y * h] for k in d.keypoints or []], dtype=np.float64).reshape(-1, 2)
+                out.append(Detection(box, float(d.categories[0].score), kps))
         return out
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from .blend import face_crop, match_low_frequencies, paste
 from .detect import FaceDetector, FaceTracker
 from .models import Generator
 from .superres import SuperResolver, resolve_device
-from .weights import load_generator
+from .weights import default_model, load_generator
 
 STAGES = ("background", "detect", "track", "sr", "blend")
 
@@ -55,7 +55,8 @@ class StageTimer:
 class Enhancer:
     """Face super-resolution over a bicubic background, frame by frame, for one stream.
 
-    model: a variant name with shipped weights ("lite", "srgan"), a .safetensors path, or a
+    model: a shipped model ("lite", "lite-gan", "srresnet", "srgan"; default lite on CPU and
+    srgan on CUDA), a .safetensors path, or a
     Generator. device "auto" picks CUDA when present; CUDA runs in half precision unless
     half=False. background_only=True is the bicubic-only pipeline (the benchmarks' baseline).
     One Enhancer holds one stream's tracker: use one per stream, or call reset().
@@ -63,7 +64,7 @@ class Enhancer:
 
     def __init__(
         self,
-        model: str | Generator = "lite",
+        model: str | Generator | None = None,
         scale: int = 4,
         *,
         detector: str = "full",
@@ -84,6 +85,8 @@ class Enhancer:
         self.tracker: FaceTracker | None = None
         if background_only:
             return
+        if model is None:
+            model = default_model(device)
         generator = model if isinstance(model, Generator) else load_generator(model, scale, allow_untrained=allow_untrained)
         if generator.config.scale != scale:
             raise ValueError(f"the model is x{generator.config.scale}, the Enhancer was asked for x{scale}")

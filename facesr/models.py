@@ -47,19 +47,27 @@ class GeneratorConfig:
         return dataclasses.asdict(self)
 
 
-# Named variants; the scale is chosen separately (x2 or x4).
+# The two generator architectures; the scale is chosen separately (x2 or x4).
 VARIANTS: dict[str, GeneratorConfig] = {
-    "srgan": GeneratorConfig(),  # the paper's generator (SRResNet when trained with a pixel loss only)
+    # the paper's generator; it adds its output to a bicubic upscale, which changes nothing
+    # the network can express but lets a short CPU training start from bicubic quality
+    "srresnet": GeneratorConfig(bicubic_residual=True),
     "lite": GeneratorConfig(
         channels=32, blocks=6, head_kernel=3, batch_norm=False, upsample="late", bicubic_residual=True
     ),
 }
 
+# The shipped models, named as in the paper: each architecture trained with a pixel loss
+# ("srresnet", "lite") and then fine-tuned adversarially ("srgan", "lite-gan").
+MODELS: dict[str, str] = {"srresnet": "srresnet", "srgan": "srresnet", "lite": "lite", "lite-gan": "lite"}
+PIXEL_MODEL: dict[str, str] = {"srgan": "srresnet", "lite-gan": "lite"}  # where each GAN model starts
 
-def generator_config(variant: str, scale: int = 4) -> GeneratorConfig:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown model variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    return dataclasses.replace(VARIANTS[variant], scale=scale)
+
+def generator_config(model: str, scale: int = 4) -> GeneratorConfig:
+    """The architecture of a model name ("srgan", "lite-gan", ...) or architecture name, at `scale`."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    return dataclasses.replace(VARIANTS[MODELS[model]], scale=scale)
 
 
 class ResidualBlock(nn.Module):
@@ -118,6 +126,11 @@ class Generator(nn.Module):
                 nn.Conv2d(c.channels, 3 * c.scale**2, 3, padding=1),
                 nn.PixelShuffle(c.scale),  # (B, 3s^2, H, W) -> (B, 3, sH, sW)
             )
+        if c.bicubic_residual:  # start near the bicubic upscale: a small residual
+            last = self.tail if isinstance(self.tail, nn.Conv2d) else self.tail[0]
+            with torch.no_grad():
+                last.weight.mul_(0.1)
+                last.bias.zero_()
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         feat = self.head(lr)  # (B, 3, H, W) -> (B, C, H, W)

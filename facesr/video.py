@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -167,6 +167,24 @@ def _open_input(path: Path):
     except BaseException:
         container.close()
         raise
+
+
+def read_frames(path: str | os.PathLike, limit: int | None = None) -> Iterator[np.ndarray]:
+    """The first `limit` (default all) decoded frames of a video as (H, W, 3) uint8 RGB."""
+    path = Path(path)
+    container, _ = _open_input(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        count = 0
+        for packet in _demux(container, [stream], path):
+            for frame in _decode(packet, path, "video") or []:
+                if limit is not None and count >= limit:
+                    return
+                count += 1
+                yield frame.to_ndarray(format="rgb24")
+    finally:
+        container.close()
 
 
 def _describe(container, path: Path) -> VideoInfo:

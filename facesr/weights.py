@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import UserError
-from .models import Generator, GeneratorConfig, generator_config
+from .models import MODELS, Generator, GeneratorConfig, generator_config
 
 
 def _weights_dir() -> Path:
@@ -43,6 +43,17 @@ def cache_dir() -> Path:
 
 
 # --- generator weights -----------------------------------------------------------------
+
+
+# What runs when no --model is given: the best-measuring real-time model on a CPU (see
+# weights/MODEL_CARD.md), the paper's GAN generator in half precision on a GPU.
+DEFAULT_MODELS = {"cpu": "lite", "cuda": "srgan"}
+
+
+def default_model(device: str = "auto") -> str:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return DEFAULT_MODELS.get(device, DEFAULT_MODELS["cpu"])
 
 
 def weights_path(variant: str, scale: int) -> Path:
@@ -65,14 +76,17 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def load_generator(model: str = "lite", scale: int = 4, *, allow_untrained: bool = False) -> Generator:
+def load_generator(model: str | None = None, scale: int = 4, *, allow_untrained: bool = False) -> Generator:
     """A generator from a variant name (its shipped weights) or a .safetensors path.
 
     With `allow_untrained`, a variant that has no shipped weights yet is built with random
     weights (and a warning), so its code path can run.
     """
+    model = model or default_model()
     path = Path(model)
     if path.suffix != ".safetensors":
+        if model not in MODELS:
+            raise UserError(f"--model {model}: choose {', '.join(MODELS)} or a .safetensors file")
         config = generator_config(model, scale)
         path = weights_path(model, scale)
         if not path.is_file():

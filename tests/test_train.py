@@ -64,3 +64,95 @@ def test_training_runs_checkpoints_and_resumes(faces, tmp_path):
     assert load_generator(str(best), 4).config.channels == 32
     final = read_metadata(out / "final.safetensors")
     assert int(final["steps"]) == 6 and "psnr" in json.loads(final["eval"])
+
+
+def test_h264_call_is_compressed_and_aligned(astronaut):
+    from facesr.train.degrade import h264_call, h264_roundtrip
+
+    hr = astronaut[:256, 128:384]
+    clean = degrade(hr, 4, np.random.default_rng(0), CLEAN)
+    lr = h264_call(hr, 4, np.random.default_rng(1), Degradation(p_blur=0.0, p_noise=0.0, h264_crf=(36, 36)))
+    assert lr.shape == (64, 64, 3) and lr.dtype == np.uint8
+    diff = np.abs(lr.astype(int) - clean)
+    assert 1.0 < diff.mean() < 12.0  # compressed, but the same face in the same place
+    # lower CRF, closer to the input; the round trip keeps frame count and size
+    frames = [clean] * 3
+    fine, coarse = h264_roundtrip(frames, 18), h264_roundtrip(frames, 45)
+    assert len(fine) == 3 and fine[-1].shape == clean.shape
+    assert np.abs(fine[-1].astype(int) - clean).mean() < np.abs(coarse[-1].astype(int) - clean).mean()
+
+
+def test_h264_bank_is_cached_and_pairs_stay_aligned(faces, tmp_path):
+    spec = Degradation(p_clean=0.0, p_h264=1.0, p_blur=0.0, p_noise=0.0)
+    data = FacePairs(faces, 4, 64, spec, seed=2, cache=tmp_path / "cache")
+    files = list((tmp_path / "cache").glob("bank-*.npz"))
+    assert len(files) == 1 and len(data.h264.lrs) == len(data)
+    again = FacePairs(faces, 4, 64, spec, seed=2, cache=tmp_path / "cache")  # read back, not re-encoded
+    assert all(np.array_equal(a, b) for a, b in zip(data.h264.lrs, again.h264.lrs))
+    lr, hr = data.batch(6)
+    assert lr.shape == (6, 3, 16, 16) and hr.shape == (6, 3, 64, 64)
+    down = torch.nn.functional.avg_pool2d(hr, 4)
+    err = (down - lr)[..., 2:-2, 2:-2].abs().mean()
+    shifted = (torch.roll(down, 1, dims=3) - lr)[..., 2:-2, 2:-2].abs().mean()
+    assert 0.001 < err < shifted  # compressed, and aligned: a one-pixel shift matches worse
+
+
+def test_gan_fine_tuning_trains_both_networks_and_resumes(faces, tmp_path):
+    pixel = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "pixel"), steps=2, batch=2, patch=64,
+                        degradations="clean", warmup=1)
+    init = train(pixel)
+    out = tmp_path / "gan"
+    cfg = TrainConfig(data=str(faces), eval_dir=str(faces), out=str(out), model="lite-gan", init=str(init),
+                      steps=2, batch=2, patch=64, eval_every=2, checkpoint_every=1, warmup=1, degradations="clean")
+    train(cfg)
+    first = torch.load(out / "last.pt", weights_only=False)
+    assert first["step"] == 2 and "disc" in first and "disc_opt" in first
+    cfg.steps = 3
+    weights = train(cfg)
+    state = torch.load(out / "last.pt", weights_only=False)
+    assert state["step"] == 3
+    moved = [not torch.equal(a, state["disc"][k]) for k, a in first["disc"].items() if a.is_floating_point()]
+    assert any(moved)  # the discriminator trained too
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {"l1", "fm", "adv", "d", "hf_ratio"} <= set(log[-1])
+    meta = read_metadata(weights)
+    assert "adversarial" in meta["loss"] and "init" in meta
+
+
+def test_gan_model_without_its_pixel_model_is_a_user_error(faces, tmp_path):
+    cfg = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "x"), model="lite-gan",
+                      init=str(tmp_path / "missing.safetensors"), steps=1, batch=2, patch=64)
+    with pytest.raises(UserError, match="does not exist"):
+        train(cfg)
+
+
+def test_vgg54_loads_a_torchvision_state_dict_and_rejects_others(tmp_path):
+    from facesr.train.losses import VGG54Loss, vgg19_features_54
+
+    torch.manual_seed(0)
+    state = {f"features.{k}": v for k, v in vgg19_features_54().state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(2, 2)  # a full vgg19 file has more; it is ignored
+    torch.save(state, tmp_path / "vgg19.pth")
+    loss = VGG54Loss(tmp_path / "vgg19.pth")
+    x = torch.rand(1, 3, 64, 64)
+    assert loss(x, x).item() == 0.0
+    y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+    assert loss(y, x).item() > 0.0
+    y.requires_grad_(True)
+    loss(y, x).backward()
+    assert y.grad is not None and all(p.grad is None for p in loss.parameters())  # VGG itself stays fixed
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="not a torchvision vgg19"):
+        VGG54Loss(tmp_path / "other.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match="not a torch state-dict"):
+        VGG54Loss(tmp_path / "junk.pth")
+
+
+@pytest.mark.parametrize("kind", ["ragan", "hinge"])
+def test_gan_losses_point_the_right_way(kind):
+    from facesr.train.losses import discriminator_loss, generator_adversarial_loss
+
+    real, fake = torch.full((8,), 3.0), torch.full((8,), -3.0)  # a discriminator that tells them apart
+    assert discriminator_loss(real, fake, kind) < discriminator_loss(fake, real, kind)
+    assert generator_adversarial_loss(real, fake, kind) > generator_adversarial_loss(fake, real, kind)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from dataclasses import asdict
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..errors import UserError
 from ..images import list_images, read_rgb
-from .degrade import Degradation, degrade, downscale
+from .degrade import Degradation, degrade, downscale, h264_call
+
+H264_BANK_VERSION = 2  # bump when h264_call changes, so stale caches are rebuilt
 
 
 class FacePairs:
@@ -20,23 +27,32 @@ class FacePairs:
     random `patch`-pixel square crop, a horizontal flip, then `degrade` to make its LR.
     """
 
-    def __init__(self, folder: str | os.PathLike, scale: int, patch: int, degradation: Degradation, seed: int = 0):
+    def __init__(self, folder: str | os.PathLike, scale: int, patch: int, degradation: Degradation, seed: int = 0,
+                 cache: str | os.PathLike | None = None):
         if patch % scale:
             raise UserError(f"--patch {patch} must be a multiple of the scale {scale}")
         paths = list_images(folder) if os.path.isdir(folder) else []
         if not paths:
             raise UserError(f"{folder}: no training images found")
-        self.images = [img for img in map(read_rgb, paths) if min(img.shape[:2]) >= patch]
-        if not self.images:
+        pairs = [(path, img) for path, img in zip(paths, map(read_rgb, paths)) if min(img.shape[:2]) >= patch]
+        if not pairs:
             raise UserError(f"{folder}: no image is at least {patch}x{patch} pixels")
+        # crop to a multiple of 2 x scale: the LR then has the even sides H.264 needs
+        m = 2 * scale
+        self.images = [np.ascontiguousarray(img[: img.shape[0] // m * m, : img.shape[1] // m * m]) for _, img in pairs]
         self.scale, self.patch, self.degradation = scale, patch, degradation
         self.rng = np.random.default_rng(seed)
+        self.h264 = None
+        if degradation.p_h264 > 0:
+            self.h264 = H264Bank.load_or_build([p for p, _ in pairs], self.images, scale, degradation, cache)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         rng, p = self.rng, self.patch
+        if self.h264 is not None and rng.random() < self.degradation.p_h264:
+            return self._sample_h264()
         img = self.images[rng.integers(len(self.images))]
         h, w = img.shape[:2]
         if rng.random() < 0.3:  # a smaller face: shrink, keeping at least one patch
@@ -49,6 +65,18 @@ class FacePairs:
             hr = hr[:, ::-1]
         hr = np.ascontiguousarray(hr)
         return degrade(hr, self.scale, rng, self.degradation), hr
+
+    def _sample_h264(self) -> tuple[np.ndarray, np.ndarray]:
+        """An aligned patch of a face and of its cached H.264 call LR."""
+        rng, s, lp = self.rng, self.scale, self.patch // self.scale
+        i = rng.integers(len(self.images))
+        lr_img = self.h264.lrs[i]
+        y, x = rng.integers(lr_img.shape[0] - lp + 1), rng.integers(lr_img.shape[1] - lp + 1)
+        lr = lr_img[y : y + lp, x : x + lp]
+        hr = self.images[i][y * s : (y + lp) * s, x * s : (x + lp) * s]
+        if rng.random() < 0.5:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         lrs, hrs = zip(*(self.sample() for _ in range(n)))
@@ -70,3 +98,37 @@ def eval_pairs(folder: str | os.PathLike, scale: int) -> list[tuple[np.ndarray, 
     if not pairs:
         raise UserError(f"{folder}: no evaluation images found")
     return pairs
+
+
+class H264Bank:
+    """One H.264 call LR (`h264_call`) per training image, made once and cached on disk.
+
+    libx264 takes ~20 ms per short clip, far too slow per training sample, so each image gets
+    one compressed LR (random CRF, blur, noise and motion) and training crops aligned patches
+    from it. The cache file is named by a digest of the image files, scale and settings.
+    """
+
+    def __init__(self, lrs: list[np.ndarray]):
+        self.lrs = lrs
+
+    @classmethod
+    def load_or_build(cls, paths: list[str], images: list[np.ndarray], scale: int, spec: Degradation,
+                      cache: str | os.PathLike | None) -> "H264Bank":
+        from ..weights import cache_dir
+
+        used = ("p_blur", "blur_sigma", "p_noise", "noise_sigma", "h264_crf")  # what h264_call reads
+        key = {"version": H264_BANK_VERSION, "scale": scale, "spec": {k: asdict(spec)[k] for k in used},
+               "files": [(os.path.basename(p), os.path.getsize(p)) for p in paths]}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = Path(cache or cache_dir() / "h264") / f"bank-{digest}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                return cls([z[f"lr{i}"] for i in range(len(images))])
+        rng = np.random.default_rng(int(digest, 16) % 2**32)
+        lrs = [h264_call(img, scale, rng, spec) for img in tqdm(images, desc="H.264 call LRs (cached once)",
+                                                                  dynamic_ncols=True, leave=False)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".part.npz")
+        np.savez(tmp, **{f"lr{i}": lr for i, lr in enumerate(lrs)})
+        os.replace(tmp, path)
+        return cls(lrs)

@@ -1,4 +1,10 @@
-"""The training loop: pixel-loss (SRResNet-style) training with checkpoints, resume and eval PSNR."""
+"""The training loop, with checkpoints, resume and evaluation.
+
+Two stages, as in the SRGAN paper: a pixel model ("srresnet", "lite") trained with an L1
+loss, then its adversarial fine-tune ("srgan", "lite-gan"), which starts from the pixel
+model's weights and trains the generator against the paper's discriminator with
+content + adversarial losses (see `losses`).
+"""
 
 from __future__ import annotations
 
@@ -16,12 +22,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..metrics import psnr
-from ..models import Generator, generator_config
+from ..metrics import hf_energy_ratio, psnr
+from ..models import PIXEL_MODEL, Discriminator, Generator, generator_config
 from ..superres import SuperResolver
-from ..weights import save_generator
+from ..weights import load_generator, save_generator, weights_path
 from .data import FacePairs, eval_pairs
-from .degrade import Degradation
+from .degrade import CLEAN, Degradation
+from .losses import (VGG54Loss, discriminator_features, discriminator_loss, feature_matching,
+                     generator_adversarial_loss)
 
 
 @dataclass
@@ -43,6 +51,18 @@ class TrainConfig:
     time_budget_min: float = 0.0  # 0: none; else total training wall time (across resumes): the LR
     # schedule follows whichever of steps and time runs out first, and training ends there
     time_limit_min: float = 0.0  # 0: none; else stop this run (checkpointed, resumable) after this many minutes
+    degradations: str = "call"  # "call": blur, noise, JPEG and H.264 as in `degrade`; "clean": area downscale only
+    # adversarial fine-tuning (models "srgan", "lite-gan"):
+    init: str | None = None  # pixel-model weights to start from (default: the shipped pixel model)
+    gan_loss: str = "ragan"  # "ragan" (relativistic average) or "hinge"
+    adv_weight: float = 1e-3  # the paper's 1e-3 x adversarial loss
+    pixel_weight: float = 1.0  # L1 content loss (without --vgg-weights)
+    fm_weight: float = 1.0  # discriminator feature-matching content loss (without --vgg-weights)
+    vgg_weights: str | None = None  # a torchvision vgg19 state dict: the paper's VGG54 content loss instead
+
+    @property
+    def adversarial(self) -> bool:
+        return self.model in PIXEL_MODEL
 
 
 def evaluate(model: Generator, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
@@ -53,9 +73,11 @@ def evaluate(model: Generator, pairs: list[tuple[np.ndarray, np.ndarray]]) -> di
     model.train(was_training)
     scale = model.config.scale
     bic = [cv2.resize(lr, (lr.shape[1] * scale, lr.shape[0] * scale), interpolation=cv2.INTER_CUBIC) for lr, _ in pairs]
+    hrs = [hr for _, hr in pairs]
     return {
-        "psnr": float(np.mean([psnr(o, hr) for o, (_, hr) in zip(out, pairs)])),
-        "bicubic_psnr": float(np.mean([psnr(b, hr) for b, (_, hr) in zip(bic, pairs)])),
+        "psnr": float(np.mean([psnr(o, hr) for o, hr in zip(out, hrs)])),
+        "bicubic_psnr": float(np.mean([psnr(b, hr) for b, hr in zip(bic, hrs)])),
+        "hf_ratio": hf_energy_ratio(out, hrs, scale),
     }
 
 
@@ -74,19 +96,80 @@ def _learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train (or resume); return the best-eval weights (the final ones where there is no eval set).
+def _initial_generator(cfg: TrainConfig) -> tuple[Generator, str | None]:
+    """A fresh generator for a pixel model (or `init`'s weights); the pixel model's weights
+    (or `init`'s) for an adversarial one."""
+    if not cfg.adversarial and not cfg.init:
+        return Generator(generator_config(cfg.model, cfg.scale)), None
+    base = PIXEL_MODEL.get(cfg.model, cfg.model)
+    init = cfg.init or str(weights_path(base, cfg.scale))
+    if not os.path.isfile(init):
+        raise UserError(f"{cfg.model} fine-tunes {base}, but {init} does not exist: train {base} first or pass --init WEIGHTS")
+    model = load_generator(init, cfg.scale)
+    if model.config != generator_config(cfg.model, cfg.scale):
+        raise UserError(f"--init {init} is not a {base} x{cfg.scale} generator")
+    return model.train(), init
 
-    Exports to `out`: best.safetensors (best eval PSNR so far) and, once finished,
-    final.safetensors (the last step's weights, with their eval numbers).
+
+class _Adversary:
+    """The discriminator, its optimiser and the generator's content + adversarial loss."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.disc = Discriminator()
+        self.opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.vgg = VGG54Loss(cfg.vgg_weights) if cfg.vgg_weights else None
+
+    def describe(self) -> str:
+        content = "VGG54 (the paper's content loss)" if self.vgg else (
+            f"{self.cfg.pixel_weight:g} x L1 + {self.cfg.fm_weight:g} x discriminator feature matching")
+        return f"{content} + {self.cfg.adv_weight:g} x {self.cfg.gan_loss} adversarial"
+
+    def generator_loss(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        self.disc.requires_grad_(False)
+        fake_logit, fake_feats = discriminator_features(self.disc, sr)
+        with torch.no_grad():
+            real_logit, real_feats = discriminator_features(self.disc, hr)
+        self.disc.requires_grad_(True)
+        adv = generator_adversarial_loss(real_logit, fake_logit, cfg.gan_loss)
+        if self.vgg is not None:
+            content = self.vgg(sr, hr)
+            parts = {"vgg": content.item()}
+        else:
+            pix, fm = F.l1_loss(sr, hr), feature_matching(fake_feats, real_feats)
+            content = cfg.pixel_weight * pix + cfg.fm_weight * fm
+            parts = {"l1": pix.item(), "fm": fm.item()}
+        return content + cfg.adv_weight * adv, {**parts, "adv": adv.item()}
+
+    def step(self, sr: torch.Tensor, hr: torch.Tensor, lr: float) -> float:
+        """One discriminator update on originals against (detached) outputs; returns its loss."""
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        loss = discriminator_loss(self.disc(hr), self.disc(sr.detach()), self.cfg.gan_loss)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume); return the weights to ship: the final ones, or for a pixel model with
+    an eval set, the best-eval ones.
+
+    Exports to `out`: best.safetensors (best eval PSNR so far, pixel models only) and, once
+    finished, final.safetensors (the last step's weights, with their eval numbers).
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.degradations not in ("call", "clean"):
+        raise UserError(f"--degradations {cfg.degradations}: choose call or clean")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "last.pt", out / "log.jsonl"
 
-    model = Generator(generator_config(cfg.model, cfg.scale))
+    model, init = _initial_generator(cfg)
+    adversary = _Adversary(cfg) if cfg.adversarial else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     step, wall, best = 0, 0.0, -math.inf
     if ckpt_path.is_file():
@@ -95,16 +178,25 @@ def train(cfg: TrainConfig) -> Path:
             raise UserError(f"{ckpt_path} holds a {ckpt['config']['model']} x{ckpt['config']['scale']} run; use another --out")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
+        if adversary is not None:
+            adversary.disc.load_state_dict(ckpt["disc"])
+            adversary.opt.load_state_dict(ckpt["disc_opt"])
         step, wall, best = ckpt["step"], ckpt["wall_s"], ckpt["best_psnr"]
         print(f"resuming {ckpt_path} at step {step} ({wall / 60:.1f} min trained)")
 
-    data = FacePairs(cfg.data, cfg.scale, cfg.patch, Degradation(), seed=cfg.seed + step)
+    spec = Degradation() if cfg.degradations == "call" else CLEAN
+    data = FacePairs(cfg.data, cfg.scale, cfg.patch, spec, seed=cfg.seed + step)
     pairs = eval_pairs(cfg.eval_dir, cfg.scale) if cfg.eval_dir else None
-    meta = {"data": f"{cfg.data} ({len(data)} images)", "degradations": json.dumps(asdict(Degradation())), "loss": "L1"}
+    meta = {"data": f"{cfg.data} ({len(data)} images)", "degradations": json.dumps(asdict(spec)),
+            "loss": adversary.describe() if adversary else "L1", "patch": cfg.patch, "batch": cfg.batch}
+    if init:
+        meta["init"] = f"{init} ({read_steps(init)} steps)"
 
     def save_checkpoint() -> None:
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                  "wall_s": wall, "best_psnr": best, "config": asdict(cfg)}
+        if adversary is not None:
+            state.update(disc=adversary.disc.state_dict(), disc_opt=adversary.opt.state_dict())
         torch.save(state, out / "last.pt.part")
         os.replace(out / "last.pt.part", ckpt_path)
 
@@ -114,13 +206,20 @@ def train(cfg: TrainConfig) -> Path:
     session_start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.model} x{cfg.scale}", dynamic_ncols=True)
     while (progress := _progress(cfg, step, wall)) < 1.0:
+        rate = _learning_rate(cfg, step, progress)
         for group in opt.param_groups:
-            group["lr"] = _learning_rate(cfg, step, progress)
+            group["lr"] = rate
         lr_img, hr_img = data.batch(cfg.batch)
-        loss = F.l1_loss(model(lr_img), hr_img)
+        sr_img = model(lr_img)
+        if adversary is None:
+            loss, parts = F.l1_loss(sr_img, hr_img), {}
+        else:
+            loss, parts = adversary.generator_loss(sr_img, hr_img)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if adversary is not None:
+            parts["d"] = adversary.step(sr_img, hr_img, rate)
         step += 1
         wall = time.perf_counter() - started
         finished = _progress(cfg, step, wall) >= 1.0
@@ -129,13 +228,14 @@ def train(cfg: TrainConfig) -> Path:
         record = None
         if pairs and (step % cfg.eval_every == 0 or finished):
             ev = last_eval = evaluate(model, pairs)
-            record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **ev}
-            if ev["psnr"] > best:
+            record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **parts, **ev}
+            if ev["psnr"] > best and adversary is None:  # a GAN's best PSNR is not its best weights
                 best = ev["psnr"]
                 save_generator(out / "best.safetensors", model, steps=step, train_wall_s=round(wall), eval=ev, **meta)
-            bar.write(f"step {step}: eval {ev['psnr']:.2f} dB (bicubic {ev['bicubic_psnr']:.2f}, gain {ev['psnr'] - ev['bicubic_psnr']:+.2f})")
+            bar.write(f"step {step}: eval {ev['psnr']:.2f} dB (bicubic {ev['bicubic_psnr']:.2f}, "
+                      f"gain {ev['psnr'] - ev['bicubic_psnr']:+.2f}), detail {ev['hf_ratio']:.2f}")
         elif step % 100 == 0:
-            record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item()}
+            record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **parts}
         if record:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -151,6 +251,12 @@ def train(cfg: TrainConfig) -> Path:
             last_eval = evaluate(model, pairs)
         extra = {"eval": last_eval} if pairs else {}
         save_generator(out / "final.safetensors", model, steps=step, train_wall_s=round(wall), **meta, **extra)
-        if not pairs:
+        if not pairs or adversary is not None:
             return out / "final.safetensors"
-    return out / "best.safetensors"
+    return out / ("best.safetensors" if adversary is None else "last.pt")
+
+
+def read_steps(path: str | os.PathLike) -> str:
+    from ..weights import read_metadata
+
+    return read_metadata(path).get("steps", "?")

@@ -1,0 +1,263 @@
+"""`facesr eval`: how much better faces look than bicubic, on face photos and on compressed calls.
+
+Faces: each evaluation photo is area-downscaled by the scale, super-resolved by the
+generator alone and compared with the original: PSNR, SSIM, high-frequency energy ratio
+(detail above the LR Nyquist frequency relative to the original's; bicubic is far below 1,
+over-sharpened output above) and landmark agreement (BlazeFace's six keypoints found on the
+output against those on the original, in inter-ocular distances), each beside bicubic's.
+
+Videos: each talking clip is made into a call (area-downscaled, H.264 at CRF 28, cached),
+then run through the full `Enhancer` (detect, track, SR, blend) and through the bicubic-only
+pipeline. Both are compared with the original in the face region (BlazeFace on the
+original frame): PSNR, and flicker (how far the frame-to-frame change departs from the
+original's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .detect import FaceDetector
+from .enhancer import Enhancer
+from .errors import UserError
+from .images import list_images, write_rgb
+from .metrics import flicker, hf_energy_ratio, landmark_error, psnr, ssim
+from .superres import SuperResolver, resolve_device
+from .train.data import eval_pairs
+from .video import make_call_clip, probe, read_frames
+from .weights import cache_dir, load_generator
+
+BICUBIC = "bicubic"
+
+
+def bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
+    return cv2.resize(lr, (lr.shape[1] * scale, lr.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
+
+
+# --- face photos -------------------------------------------------------------------------
+
+
+def eval_faces(models: list[str], folder: str | os.PathLike, scale: int, device: str = "auto",
+               progress: bool = True) -> dict:
+    """Scores of bicubic and each model on the face photos in `folder`; also the images, for the figure."""
+    pairs = eval_pairs(folder, scale)
+    lrs, hrs = [lr for lr, _ in pairs], [hr for _, hr in pairs]
+    outputs = {BICUBIC: [bicubic(lr, scale) for lr in lrs]}
+    for name in tqdm(models, desc="faces", disable=not progress, leave=False):
+        resolver = SuperResolver(load_generator(name, scale), resolve_device(device), half=False)
+        outputs[name] = [out for i in range(0, len(lrs), 8) for out in resolver(lrs[i : i + 8])]
+
+    with FaceDetector("short") as detector:  # the close-range model: these faces fill the frame
+        def keypoints(img: np.ndarray) -> np.ndarray | None:
+            found = detector(img)
+            return max(found, key=lambda d: d.score).keypoints if found else None
+
+        truth = [keypoints(hr) for hr in hrs]
+        scores = {}
+        for name, outs in outputs.items():
+            errors, found = [], 0
+            for out, true_kps in zip(outs, truth):
+                if true_kps is None:
+                    continue
+                kps = keypoints(out)
+                if kps is not None:
+                    found += 1
+                    errors.append(landmark_error(kps, true_kps))
+            scores[name] = {
+                "psnr": float(np.mean([psnr(o, h) for o, h in zip(outs, hrs)])),
+                "ssim": float(np.mean([ssim(o, h) for o, h in zip(outs, hrs)])),
+                "hf_ratio": hf_energy_ratio(outs, hrs, scale),
+                "landmark_error": float(np.mean(errors)) if errors else None,
+                "faces_found": found / max(1, sum(t is not None for t in truth)),
+            }
+    return {"folder": str(folder), "count": len(pairs), "scale": scale, "scores": scores,
+            "_images": {"lr": lrs, "original": hrs, **outputs}}
+
+
+# --- compressed calls ----------------------------------------------------------------------
+
+
+def call_clip(src: Path, scale: int, crf: int) -> Path:
+    """The clip as a call: area-downscaled by `scale`, H.264 at `crf`; made once, cached."""
+    st = src.stat()
+    dst = cache_dir() / "eval" / f"{src.stem}-{st.st_size}-x{scale}-crf{crf}.mp4"
+    if not dst.is_file():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        make_call_clip(src, dst, scale=scale, crf=crf)
+    return dst
+
+
+def _face_box(detector: FaceDetector, frame: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The largest face of the original frame, a little enlarged, clipped to the frame."""
+    found = detector(frame)
+    if not found:
+        return None
+    x0, y0, x1, y1 = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])).box
+    pad = 0.1 * (x1 - x0)
+    h, w = frame.shape[:2]
+    box = (max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(w, int(x1 + pad)), min(h, int(y1 + pad)))
+    return box if box[2] - box[0] >= 8 and box[3] - box[1] >= 8 else None
+
+
+def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: int, device: str,
+              detector: FaceDetector) -> dict:
+    """Face-region PSNR and flicker of bicubic-only and each model's Enhancer on one call clip."""
+    lr_path = call_clip(src, scale, crf)
+    fps = float(probe(src).fps or 25)
+    pipelines = {BICUBIC: Enhancer(scale=scale, background_only=True)}
+    for name in models:
+        pipelines[name] = Enhancer(name, scale, device=device, half=False, fps=fps)
+    mse = {k: [] for k in pipelines}
+    flick = {k: [] for k in pipelines}
+    prev_ref, prev_out, frames, faces = None, {}, 0, 0
+    example = None
+    for ref, lr in zip(read_frames(src, max_frames), read_frames(lr_path, max_frames)):
+        size = (lr.shape[1] * scale, lr.shape[0] * scale)
+        if (ref.shape[1], ref.shape[0]) != size:  # the call's sides were rounded down to even
+            ref = cv2.resize(ref, size, interpolation=cv2.INTER_AREA)
+        outs = {k: p(lr) for k, p in pipelines.items()}
+        frames += 1
+        box = _face_box(detector, ref)
+        if box is not None:
+            faces += 1
+            x0, y0, x1, y1 = box
+            region = np.s_[y0:y1, x0:x1]
+            for k, out in outs.items():
+                mse[k].append(np.mean((out[region].astype(np.float64) - ref[region]) ** 2))
+                if prev_ref is not None:
+                    flick[k].append(flicker(prev_out[k][region], out[region], prev_ref[region], ref[region]))
+            if example is None and frames >= 10:  # a frame for the figure, past the tracker's start
+                ls = np.s_[y0 // scale : y1 // scale, x0 // scale : x1 // scale]
+                example = {"lr": lr[ls], "original": ref[region], **{k: o[region] for k, o in outs.items()}}
+        prev_ref, prev_out = (ref, outs) if box is not None else (None, {})
+    for p in pipelines.values():
+        p.close()
+    if not faces:
+        return {"clip": src.name, "frames": frames, "face_frames": 0}
+
+    def db(values: list[float]) -> float:
+        return float(10 * np.log10(255.0**2 / max(np.mean(values), 1e-10)))
+
+    result = {"clip": src.name, "frames": frames, "face_frames": faces,
+              "psnr": {k: db(v) for k, v in mse.items()},
+              "flicker": {k: float(np.mean(v)) if v else None for k, v in flick.items()}}
+    result["gain"] = {k: result["psnr"][k] - result["psnr"][BICUBIC] for k in models}
+    result["_example"] = example
+    return result
+
+
+def eval_videos(models: list[str], folder: str | os.PathLike, scale: int, crf: int = 28, max_frames: int = 150,
+                device: str = "auto", progress: bool = True) -> dict:
+    clips = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".mp4", ".mkv", ".mov", ".webm"))
+    if not clips:
+        raise UserError(f"{folder}: no video clips found")
+    results = []
+    with FaceDetector("full") as detector:
+        for clip in tqdm(clips, desc="videos", disable=not progress, leave=False):
+            results.append(eval_clip(clip, models, scale, crf, max_frames, device, detector))
+    scored = [r for r in results if r.get("face_frames")]
+    summary = {}
+    for k in [BICUBIC, *models]:
+        summary[k] = {
+            "face_psnr": float(np.mean([r["psnr"][k] for r in scored])),
+            "flicker": float(np.mean([r["flicker"][k] for r in scored if r["flicker"][k] is not None])),
+        }
+        if k != BICUBIC:
+            summary[k]["gain"] = float(np.mean([r["gain"][k] for r in scored]))
+            summary[k]["clips_better"] = sum(r["gain"][k] > 0 for r in scored)
+    return {"folder": str(folder), "scale": scale, "crf": crf, "max_frames": max_frames, "clips": results,
+            "summary": summary}
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _tile(img: np.ndarray, side: int) -> np.ndarray:
+    interp = cv2.INTER_NEAREST if img.shape[0] < side // 2 else cv2.INTER_AREA
+    h, w = img.shape[:2]
+    f = side / max(h, w)
+    img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)
+    canvas = np.full((side, side, 3), 24, np.uint8)
+    y, x = (side - img.shape[0]) // 2, (side - img.shape[1]) // 2
+    canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
+    return canvas
+
+
+def figure(rows: list[dict[str, np.ndarray]], columns: list[str], side: int = 192) -> np.ndarray:
+    """A grid of crops, one row per face, columns LR | bicubic | models... | original, labelled."""
+    head = 28
+    grid = np.full((head + side * len(rows), side * len(columns), 3), 255, np.uint8)
+    for c, name in enumerate(columns):
+        cv2.putText(grid, name, (c * side + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        for r, row in enumerate(rows):
+            grid[head + r * side : head + (r + 1) * side, c * side : (c + 1) * side] = _tile(row[name], side)
+    return grid
+
+
+def run_eval(models: list[str], faces: str | None, videos: str | None, scale: int = 4, crf: int = 28,
+             max_frames: int = 150, device: str = "auto", json_out: str | None = None,
+             figure_out: str | None = None, progress: bool = True) -> dict:
+    if not faces and not videos:
+        raise UserError("nothing to evaluate: give --faces and/or --videos")
+    for folder in (faces, videos):
+        if folder and not Path(folder).is_dir():
+            raise UserError(f"{folder}: no such folder")
+    for name in models:
+        load_generator(name, scale)  # a missing model fails here, before any long work
+    report: dict = {"models": models, "scale": scale}
+    rows: list[dict[str, np.ndarray]] = []
+    if faces:
+        if not list_images(faces):
+            raise UserError(f"{faces}: no images found")
+        result = eval_faces(models, faces, scale, device, progress)
+        images = result.pop("_images")
+        report["faces"] = result
+        n = len(images["lr"])
+        rows += [{k: v[i] for k, v in images.items()} for i in sorted({0, n // 3, 2 * n // 3, n - 1})]
+    if videos:
+        result = eval_videos(models, videos, scale, crf, max_frames, device, progress)
+        examples = [c.pop("_example", None) for c in result["clips"]]
+        rows += [e for e in examples if e is not None][:4]
+        report["videos"] = result
+    if json_out:
+        tmp = Path(json_out).with_name(f".{Path(json_out).name}.part")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, json_out)
+    if figure_out and rows:
+        write_rgb(figure_out, figure(rows, ["lr", BICUBIC, *models, "original"]))
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The tables `facesr eval` prints."""
+    lines = []
+    if "faces" in report:
+        f = report["faces"]
+        lines += [f"faces: {f['count']} photos in {f['folder']}, x{f['scale']} (LR by area downscaling)",
+                  f"{'':12} {'PSNR':>7} {'gain':>6} {'SSIM':>6} {'detail':>7} {'landmarks':>10} {'found':>6}"]
+        base = f["scores"][BICUBIC]["psnr"]
+        for name, s in f["scores"].items():
+            lm = "-" if s["landmark_error"] is None else f"{s['landmark_error']:.4f}"
+            lines.append(f"{name:12} {s['psnr']:7.2f} {s['psnr'] - base:+6.2f} {s['ssim']:6.4f} {s['hf_ratio']:7.2f} "
+                         f"{lm:>10} {s['faces_found']:6.0%}")
+    if "videos" in report:
+        v = report["videos"]
+        n = sum(1 for c in v["clips"] if c.get("face_frames"))
+        lines += ["", f"videos: {n} call clips in {v['folder']}, x{v['scale']}, H.264 CRF {v['crf']}, "
+                      f"first {v['max_frames']} frames", f"{'':12} {'face PSNR':>9} {'gain':>6} {'flicker':>8} {'clips better':>13}"]
+        for name, s in v["summary"].items():
+            gain = f"{s['gain']:+6.2f}" if "gain" in s else f"{'':6}"
+            better = f"{s['clips_better']}/{n}" if "clips_better" in s else ""
+            lines.append(f"{name:12} {s['face_psnr']:9.2f} {gain} {s['flicker']:8.3f} {better:>13}")
+    return "\n".join(lines)
+
+
+def print_report(report: dict) -> None:
+    print(format_report(report), file=sys.stdout)
