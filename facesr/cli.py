@@ -261,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init", default=None,
                    help="weights to start from (GAN models: default the shipped srresnet/lite; pixel models: default random)")
     g.add_argument("--gan-loss", default="ragan", choices=("ragan", "hinge"))
-    g.add_argument("--adv-weight", type=float, default=1e-3, help="weight of the adversarial loss (default 1e-3, the paper's)")
-    g.add_argument("--pixel-weight", type=float, default=1.0, help="weight of the L1 content loss (default 1)")
+    g.add_argument("--adv-weight", type=float, default=None,
+                   help="weight of the adversarial loss (default 1e-3, the paper's, with --vgg-weights; else 1e-2)")
+    g.add_argument("--pixel-weight", type=float, default=0.01, help="weight of the L1 content loss (default 0.01)")
     g.add_argument("--fm-weight", type=float, default=1.0, help="weight of the feature-matching content loss (default 1)")
     g.add_argument("--vgg-weights", default=None, metavar="FILE",
                    help="torchvision vgg19 state dict: use the paper's VGG54 content loss instead of L1 + feature matching")

@@ -190,12 +190,17 @@ def _tile(img: np.ndarray, side: int) -> np.ndarray:
     return canvas
 
 
+def label(name: str) -> str:
+    """A model's short name: a weights file by its stem."""
+    return Path(name).stem if name.endswith(".safetensors") else name
+
+
 def figure(rows: list[dict[str, np.ndarray]], columns: list[str], side: int = 192) -> np.ndarray:
     """A grid of crops, one row per face, columns LR | bicubic | models... | original, labelled."""
     head = 28
     grid = np.full((head + side * len(rows), side * len(columns), 3), 255, np.uint8)
     for c, name in enumerate(columns):
-        cv2.putText(grid, name, (c * side + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(grid, label(name), (c * side + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
         for r, row in enumerate(rows):
             grid[head + r * side : head + (r + 1) * side, c * side : (c + 1) * side] = _tile(row[name], side)
     return grid
@@ -245,7 +250,7 @@ def format_report(report: dict) -> str:
         base = f["scores"][BICUBIC]["psnr"]
         for name, s in f["scores"].items():
             lm = "-" if s["landmark_error"] is None else f"{s['landmark_error']:.4f}"
-            lines.append(f"{name:12} {s['psnr']:7.2f} {s['psnr'] - base:+6.2f} {s['ssim']:6.4f} {s['hf_ratio']:7.2f} "
+            lines.append(f"{label(name):12} {s['psnr']:7.2f} {s['psnr'] - base:+6.2f} {s['ssim']:6.4f} {s['hf_ratio']:7.2f} "
                          f"{lm:>10} {s['faces_found']:6.0%}")
     if "videos" in report:
         v = report["videos"]
@@ -255,7 +260,7 @@ def format_report(report: dict) -> str:
         for name, s in v["summary"].items():
             gain = f"{s['gain']:+6.2f}" if "gain" in s else f"{'':6}"
             better = f"{s['clips_better']}/{n}" if "clips_better" in s else ""
-            lines.append(f"{name:12} {s['face_psnr']:9.2f} {gain} {s['flicker']:8.3f} {better:>13}")
+            lines.append(f"{label(name):12} {s['face_psnr']:9.2f} {gain} {s['flicker']:8.3f} {better:>13}")
     return "\n".join(lines)
 
 

@@ -9,10 +9,10 @@ from facesr.models import Discriminator, Generator, ResidualBlock, generator_con
 from facesr.train.data import eval_pairs
 from facesr.train.loop import evaluate
 from facesr.weights import load_generator, read_metadata, save_generator
-from conftest import ROOT, WEIGHTS, shared_path
+from conftest import ROOT, shared_path
 
 
-@pytest.mark.parametrize("variant", ["lite", "srgan"])
+@pytest.mark.parametrize("variant", ["lite", "srresnet"])
 @pytest.mark.parametrize("scale", [2, 4])
 def test_generator_upscales_by_its_scale(variant, scale):
     net = Generator(generator_config(variant, scale)).eval()
@@ -20,7 +20,8 @@ def test_generator_upscales_by_its_scale(variant, scale):
         assert net(torch.rand(2, 3, 20, 24)).shape == (2, 3, 20 * scale, 24 * scale)
 
 
-def test_srgan_generator_is_the_papers():
+def test_srgan_and_srresnet_are_the_papers_generator():
+    assert generator_config("srgan", 4) == generator_config("srresnet", 4)
     net = Generator(generator_config("srgan", 4))
     assert net.head[0].kernel_size == (9, 9) and net.head[0].out_channels == 64
     blocks = [m for m in net.blocks if isinstance(m, ResidualBlock)]
@@ -64,29 +65,46 @@ def test_save_and_load_round_trip(tmp_path):
     assert read_metadata(tmp_path / "m.safetensors")["steps"] == "12"
 
 
-def _card_table() -> dict[str, float]:
-    """The numbers the model card states for lite-x4."""
+SHIPPED = ["lite", "lite-gan", "srresnet", "srgan"]
+
+
+def _card_rows() -> dict[str, dict[str, str]]:
+    """The model card's evaluation table: model file stem -> column -> cell."""
     text = (ROOT / "weights" / "MODEL_CARD.md").read_text()
-    row = re.search(r"^\|\s*`?lite-x4`?\s*\|(.+)$", text, re.M)
-    assert row, "MODEL_CARD.md has no lite-x4 row"
-    cells = [c.strip() for c in row.group(1).split("|")]
-    return {"steps": int(cells[0].replace(",", "")), "psnr": float(cells[1]), "bicubic_psnr": float(cells[2])}
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    header = next(ln for ln in lines if ln.startswith("| model |"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    rows = {}
+    for ln in lines:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        if len(cells) == len(names) and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = dict(zip(names, cells))
+    return rows
 
 
-def test_shipped_weights_load_and_match_the_model_card():
-    meta = read_metadata(WEIGHTS)
-    card = _card_table()
-    assert int(meta["steps"]) == card["steps"]
-    ev = json.loads(meta["eval"])
-    assert ev["psnr"] == pytest.approx(card["psnr"], abs=0.01)
-    assert ev["bicubic_psnr"] == pytest.approx(card["bicubic_psnr"], abs=0.01)
-    assert load_generator("lite", 4).config == generator_config("lite", 4)
+@pytest.mark.parametrize("model", SHIPPED)
+def test_every_shipped_model_loads_and_matches_its_card_row(model):
+    row = _card_rows()[f"{model}-x4"]
+    path = ROOT / "weights" / f"{model}-x4.safetensors"
+    meta = read_metadata(path)
+    assert int(meta["steps"]) == int(row["steps"].replace(",", ""))
+    assert json.loads(meta["eval"])["psnr"] == pytest.approx(float(row["PSNR"]), abs=0.01)
+    assert load_generator(model, 4).config == generator_config(model, 4)
 
 
-def test_shipped_weights_beat_bicubic_by_1db_on_the_eval_faces_as_the_card_says():
+@pytest.mark.parametrize("model", ["lite", "lite-gan"])
+def test_the_card_numbers_reproduce(model):
+    """Re-run the standard evaluation for the CPU models (the paper-sized ones take longer)."""
     pairs = eval_pairs(shared_path("data", "faces", "eval"), 4)
-    ev = evaluate(load_generator("lite", 4), pairs)
-    card = _card_table()
-    assert ev["psnr"] - ev["bicubic_psnr"] >= 1.0
-    assert ev["psnr"] == pytest.approx(card["psnr"], abs=0.02)
-    assert ev["bicubic_psnr"] == pytest.approx(card["bicubic_psnr"], abs=0.02)
+    ev = evaluate(load_generator(model, 4), pairs)
+    row = _card_rows()[f"{model}-x4"]
+    assert ev["psnr"] == pytest.approx(float(row["PSNR"]), abs=0.02)
+    assert ev["hf_ratio"] == pytest.approx(float(row["detail"]), abs=0.02)
+    assert ev["psnr"] - ev["bicubic_psnr"] == pytest.approx(float(row["gain"]), abs=0.02)
+
+
+def test_gan_models_restore_detail_and_pixel_models_win_psnr():
+    rows = _card_rows()
+    for pixel, gan in (("lite-x4", "lite-gan-x4"), ("srresnet-x4", "srgan-x4")):
+        assert float(rows[pixel]["PSNR"]) > float(rows[gan]["PSNR"])
+        assert float(rows[gan]["detail"]) > 2 * float(rows[pixel]["detail"])

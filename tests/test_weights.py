@@ -53,3 +53,16 @@ def test_unobtainable_models_give_one_clear_line(tmp_path):
 def test_unknown_detector_kind():
     with pytest.raises(UserError):
         detector_model_path("medium")
+
+
+def test_default_models_are_lite_on_cpu_and_srgan_on_cuda():
+    from facesr.weights import default_model
+
+    assert default_model("cpu") == "lite" and default_model("cuda") == "srgan"
+
+
+def test_an_unknown_model_name_is_a_user_error():
+    from facesr.weights import load_generator
+
+    with pytest.raises(UserError, match="choose"):
+        load_generator("huge", 4)

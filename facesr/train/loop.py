@@ -55,10 +55,19 @@ class TrainConfig:
     # adversarial fine-tuning (models "srgan", "lite-gan"):
     init: str | None = None  # pixel-model weights to start from (default: the shipped pixel model)
     gan_loss: str = "ragan"  # "ragan" (relativistic average) or "hinge"
-    adv_weight: float = 1e-3  # the paper's 1e-3 x adversarial loss
-    pixel_weight: float = 1.0  # L1 content loss (without --vgg-weights)
+    adv_weight: float | None = None  # default: the paper's 1e-3 with VGG54; 1e-2 with feature matching
+    pixel_weight: float = 0.01  # L1 content loss (without --vgg-weights): anchors colour and layout
     fm_weight: float = 1.0  # discriminator feature-matching content loss (without --vgg-weights)
     vgg_weights: str | None = None  # a torchvision vgg19 state dict: the paper's VGG54 content loss instead
+
+    @property
+    def adversarial_weight(self) -> float:
+        # Measured (lite-gan, 300 steps): 1e-3 next to feature matching barely moves the detail
+        # ratio (0.28 -> 0.34); 1e-2 with L1 at 0.01 restores it (0.82) at bicubic's PSNR;
+        # 5e-2 is unstable (PSNR 1.7 dB under bicubic).
+        if self.adv_weight is not None:
+            return self.adv_weight
+        return 1e-3 if self.vgg_weights else 1e-2
 
     @property
     def adversarial(self) -> bool:
@@ -123,7 +132,7 @@ class _Adversary:
     def describe(self) -> str:
         content = "VGG54 (the paper's content loss)" if self.vgg else (
             f"{self.cfg.pixel_weight:g} x L1 + {self.cfg.fm_weight:g} x discriminator feature matching")
-        return f"{content} + {self.cfg.adv_weight:g} x {self.cfg.gan_loss} adversarial"
+        return f"{content} + {self.cfg.adversarial_weight:g} x {self.cfg.gan_loss} adversarial"
 
     def generator_loss(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
@@ -140,7 +149,7 @@ class _Adversary:
             pix, fm = F.l1_loss(sr, hr), feature_matching(fake_feats, real_feats)
             content = cfg.pixel_weight * pix + cfg.fm_weight * fm
             parts = {"l1": pix.item(), "fm": fm.item()}
-        return content + cfg.adv_weight * adv, {**parts, "adv": adv.item()}
+        return content + cfg.adversarial_weight * adv, {**parts, "adv": adv.item()}
 
     def step(self, sr: torch.Tensor, hr: torch.Tensor, lr: float) -> float:
         """One discriminator update on originals against (detached) outputs; returns its loss."""
