@@ -11,13 +11,12 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
-import cv2
 import numpy as np
 
 from .blend import face_crop, match_low_frequencies, paste
 from .detect import FaceDetector, FaceTracker
 from .models import Generator
-from .superres import SuperResolver, resolve_device
+from .superres import SuperResolver, bicubic_upscale, resolve_device
 from .weights import default_model, load_generator
 
 STAGES = ("background", "detect", "track", "sr", "blend")
@@ -110,9 +109,8 @@ class Enhancer:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
         timer, s = self.timer, self.scale
-        h, w = frame.shape[:2]
         with timer.stage("background"):
-            out = cv2.resize(frame, (w * s, h * s), interpolation=cv2.INTER_CUBIC)
+            out = bicubic_upscale(frame, s)
         if self.tracker is not None:
             stage = "detect" if self.tracker.detects_next else "track"
             with timer.stage(stage):

@@ -29,16 +29,12 @@ from .enhancer import Enhancer
 from .errors import UserError
 from .images import list_images, write_rgb
 from .metrics import flicker, hf_energy_ratio, landmark_error, psnr, ssim
-from .superres import SuperResolver, resolve_device
+from .superres import SuperResolver, bicubic_upscale, resolve_device
 from .train.data import eval_pairs
 from .video import make_call_clip, probe, read_frames
 from .weights import cache_dir, load_generator
 
 BICUBIC = "bicubic"
-
-
-def bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
-    return cv2.resize(lr, (lr.shape[1] * scale, lr.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
 
 
 # --- face photos -------------------------------------------------------------------------
@@ -49,7 +45,7 @@ def eval_faces(models: list[str], folder: str | os.PathLike, scale: int, device:
     """Scores of bicubic and each model on the face photos in `folder`; also the images, for the figure."""
     pairs = eval_pairs(folder, scale)
     lrs, hrs = [lr for lr, _ in pairs], [hr for _, hr in pairs]
-    outputs = {BICUBIC: [bicubic(lr, scale) for lr in lrs]}
+    outputs = {BICUBIC: [bicubic_upscale(lr, scale) for lr in lrs]}
     for name in tqdm(models, desc="faces", disable=not progress, leave=False):
         resolver = SuperResolver(load_generator(name, scale), resolve_device(device), half=False)
         outputs[name] = [out for i in range(0, len(lrs), 8) for out in resolver(lrs[i : i + 8])]

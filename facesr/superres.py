@@ -29,6 +29,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def bicubic_upscale(img: np.ndarray, scale: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (sH, sW, 3): the cheap background and the baseline every model is measured against."""
+    return cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
+
+
 class SuperResolver:
     """Callable: list of (h_i, w_i, 3) uint8 RGB crops -> list of (s*h_i, s*w_i, 3) uint8 RGB.
 

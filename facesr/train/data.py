@@ -117,7 +117,8 @@ class H264Bank:
         from ..weights import cache_dir
 
         used = ("p_blur", "blur_sigma", "p_noise", "noise_sigma", "h264_crf")  # what h264_call reads
-        key = {"version": H264_BANK_VERSION, "scale": scale, "spec": {k: asdict(spec)[k] for k in used},
+        fields = asdict(spec)
+        key = {"version": H264_BANK_VERSION, "scale": scale, "spec": {k: fields[k] for k in used},
                "files": [(os.path.basename(p), os.path.getsize(p)) for p in paths]}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = Path(cache or cache_dir() / "h264") / f"bank-{digest}.npz"

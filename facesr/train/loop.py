@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,8 +23,8 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..metrics import hf_energy_ratio, psnr
 from ..models import PIXEL_MODEL, Discriminator, Generator, generator_config
-from ..superres import SuperResolver
-from ..weights import load_generator, save_generator, weights_path
+from ..superres import SuperResolver, bicubic_upscale
+from ..weights import load_generator, read_metadata, save_generator, weights_path
 from .data import FacePairs, eval_pairs
 from .degrade import CLEAN, Degradation
 from .losses import (VGG54Loss, discriminator_features, discriminator_loss, feature_matching,
@@ -81,7 +80,7 @@ def evaluate(model: Generator, pairs: list[tuple[np.ndarray, np.ndarray]]) -> di
     out = sr([lr for lr, _ in pairs])
     model.train(was_training)
     scale = model.config.scale
-    bic = [cv2.resize(lr, (lr.shape[1] * scale, lr.shape[0] * scale), interpolation=cv2.INTER_CUBIC) for lr, _ in pairs]
+    bic = [bicubic_upscale(lr, scale) for lr, _ in pairs]
     hrs = [hr for _, hr in pairs]
     return {
         "psnr": float(np.mean([psnr(o, hr) for o, hr in zip(out, hrs)])),
@@ -199,7 +198,7 @@ def train(cfg: TrainConfig) -> Path:
     meta = {"data": f"{cfg.data} ({len(data)} images)", "degradations": json.dumps(asdict(spec)),
             "loss": adversary.describe() if adversary else "L1", "patch": cfg.patch, "batch": cfg.batch}
     if init:
-        meta["init"] = f"{init} ({read_steps(init)} steps)"
+        meta["init"] = f"{init} ({read_metadata(init).get('steps', '?')} steps)"
 
     def save_checkpoint() -> None:
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
@@ -264,8 +263,3 @@ def train(cfg: TrainConfig) -> Path:
             return out / "final.safetensors"
     return out / ("best.safetensors" if adversary is None else "last.pt")
 
-
-def read_steps(path: str | os.PathLike) -> str:
-    from ..weights import read_metadata
-
-    return read_metadata(path).get("steps", "?")
