@@ -1,4 +1,4 @@
-"""`facesr video | image | eval | train | fetch-models`: argument parsing and clear errors only."""
+"""`facesr video | image | stream | eval | train | fetch-models`: argument parsing and clear errors only."""
 
 from __future__ import annotations
 
@@ -147,6 +147,41 @@ def cmd_image(args: argparse.Namespace) -> None:
         print(f"{out}: {img.shape[1]}x{img.shape[0]} -> {img.shape[1] * args.scale}x{img.shape[0] * args.scale}", file=sys.stderr)
 
 
+# --- facesr stream ---------------------------------------------------------------------
+
+
+def enhancer_factory(args: argparse.Namespace):
+    """A callable making one Enhancer per stream (each its own tracker), all sharing one loaded generator."""
+    from .enhancer import Enhancer
+    from .superres import resolve_device
+    from .weights import default_model, load_generator
+
+    device = str(resolve_device(args.device))
+    generator = load_generator(args.model or default_model(device), args.scale)
+
+    def make():
+        return Enhancer(generator, args.scale, detector=args.detector, detector_model=args.detector_model,
+                        device=device, half=False if args.fp32 else None, detect_every=args.detect_every)
+
+    make().close()  # fail now, with one line, if the detector cannot load
+    return make, device
+
+
+def cmd_stream(args: argparse.Namespace) -> None:
+    import logging
+
+    from .stream.run import StreamOptions, run_stream
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="facesr stream: %(message)s")
+    opts = StreamOptions(webrtc=args.webrtc, input=args.input, virtual_camera=args.virtual_camera, loop=args.loop,
+                         host=args.host, port=args.port, max_peers=args.max_peers, max_offer_bytes=args.max_offer_bytes,
+                         workers=args.workers, peer_timeout=args.peer_timeout,
+                         bitrate=args.bitrate * 1000 if args.bitrate else None, ice_servers=args.ice_server,
+                         scale=args.scale)
+    make, device = enhancer_factory(args)
+    run_stream(opts, make, device)
+
+
 # --- facesr train ----------------------------------------------------------------------
 
 
@@ -222,6 +257,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-frame", action="store_true", help="run the generator on the whole image, not only the faces")
     p.add_argument("--tile", type=_int_at_least(16), default=192, metavar="N", help="with --full-frame: tile side in input pixels (default 192)")
     p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("stream", help="real time: a WebRTC relay for browsers, and/or a local source to a virtual camera")
+    p.add_argument("--webrtc", action="store_true",
+                   help="serve the page and POST /offer: each peer's camera comes back enhanced (with --input: "
+                        "browsers watch the enhanced source)")
+    p.add_argument("--input", default=None, metavar="SRC",
+                   help="a local source: a camera (/dev/video0), a file or a URL, anything PyAV opens")
+    p.add_argument("--virtual-camera", nargs="?", const="", default=None, metavar="DEVICE",
+                   help="send the enhanced --input to a virtual camera (pyvirtualcam; v4l2loopback on Linux), "
+                        "optionally this /dev/videoN")
+    p.add_argument("--loop", action="store_true", help="with a file --input: play it again from the start at its end")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others get a warning)")
+    p.add_argument("--port", type=_int_at_least(0), default=8080, help="port to listen on (default 8080; 0: any free port)")
+    p.add_argument("--max-peers", type=_int_at_least(1), default=4, metavar="N", help="peers at once (default 4); more get 503")
+    p.add_argument("--max-offer-bytes", type=_int_at_least(1024), default=64 * 1024, metavar="N",
+                   help="largest offer body accepted (default 65536); larger get 413")
+    p.add_argument("--workers", type=_int_at_least(1), default=1, metavar="N",
+                   help="threads running Enhancers, shared by all peers (default 1)")
+    p.add_argument("--peer-timeout", type=float, default=10.0, metavar="S",
+                   help="close a peer whose camera sends nothing for S seconds (default 10)")
+    p.add_argument("--bitrate", type=_int_at_least(100), default=None, metavar="KBPS",
+                   help="outgoing video bitrate (default: 0.08 bit per output pixel at 30 fps, 2.2 Mbps for 720p)")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                   help="a STUN server for peers behind NAT, e.g. stun:stun.example.org:3478 (default none: "
+                        "host candidates only)")
+    _add_model_args(p)
+    _add_face_args(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="log peers connecting and leaving")
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("eval", help="measure face quality against bicubic on face photos and compressed call clips")
     p.add_argument("--faces", default=str(shared_data("faces/eval")),

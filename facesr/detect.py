@@ -51,15 +51,22 @@ def _quiet_native_stderr():
 _live_detectors: weakref.WeakSet = weakref.WeakSet()
 
 
+def _forget(detector: FaceDetector) -> None:
+    # Mark the MediaPipe task closed without calling into MediaPipe. Closing goes through
+    # MediaPipe's one-thread executor and waits for it; from a finalizer that can hang for
+    # ever (the garbage collector may already have stopped that executor's thread when the
+    # detector was part of a reference cycle), and at interpreter exit the executor is shut
+    # down already. Owners close detectors explicitly (Enhancer.close); this only stops
+    # MediaPipe's own finalizer from trying.
+    with contextlib.suppress(Exception):
+        detector._detector._handle = None
+    detector._detector = None
+
+
 @atexit.register
 def _forget_live_detectors() -> None:
-    # A MediaPipe task still open at interpreter exit can no longer be closed (its executor is
-    # already shut down) and its finalizer then prints a traceback: the process is ending and
-    # the OS reclaims everything, so mark such tasks closed instead.
     for detector in list(_live_detectors):
-        with contextlib.suppress(Exception):
-            detector._detector._handle = None
-        detector._detector = None
+        _forget(detector)
 
 
 class FaceDetector:
@@ -118,8 +125,8 @@ class FaceDetector:
         self.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+        if getattr(self, "_detector", None) is not None:
+            _forget(self)
 
 
 def _aligned(frame: np.ndarray, alignment: int = 64) -> np.ndarray:

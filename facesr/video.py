@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import av
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -244,6 +245,22 @@ def rgb_to_frame(rgb: np.ndarray, pix_fmt: str = "yuv420p") -> av.VideoFrame:
     if pix_fmt.startswith("yuv"):
         frame = frame.reformat(format=pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
     return frame
+
+
+def rgb_to_i420(rgb: np.ndarray) -> av.VideoFrame:
+    """An (H, W, 3) RGB array (even sides) as a yuv420p frame by OpenCV's BT.601 conversion.
+
+    WebRTC's codecs and the training degradations use this pair: it round-trips without bias,
+    where swscale's rgb24 path shifts every frame by about 1.3 levels.
+    """
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+
+
+def i420_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB: OpenCV's inverse of `rgb_to_i420` for even-sided yuv420p."""
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)  # (3H/2, W) planes -> (H, W, 3)
+    return frame.to_ndarray(format="rgb24")
 
 
 def _check_video_encoder(codec: str) -> None:

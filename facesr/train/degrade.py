@@ -18,6 +18,8 @@ import av
 import cv2
 import numpy as np
 
+from ..video import i420_to_rgb, rgb_to_i420
+
 
 @dataclass(frozen=True)
 class Degradation:
@@ -85,15 +87,13 @@ def h264_roundtrip(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
     enc.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}  # as a call encoder runs
     packets = []
     for i, rgb in enumerate(frames):
-        # OpenCV's I420 conversion round-trips without bias (swscale's rgb24 path shifts ~1.3 levels)
-        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420),
-                                           format="yuv420p")
+        frame = rgb_to_i420(rgb)
         frame.pts = i
         packets += enc.encode(frame)
     packets += enc.encode(None)
     dec = av.CodecContext.create("h264", "r")
     out = [f for p in packets for f in dec.decode(p)] + list(dec.decode(None))
-    return [cv2.cvtColor(f.to_ndarray(), cv2.COLOR_YUV2RGB_I420) for f in out]  # (3H/2, W) planes -> (H, W, 3)
+    return [i420_to_rgb(f) for f in out]
 
 
 def h264_call(hr: np.ndarray, scale: int, rng: np.random.Generator, spec: Degradation = Degradation(),
