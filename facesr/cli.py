@@ -273,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-peers", type=_int_at_least(1), default=4, metavar="N", help="peers at once (default 4); more get 503")
     p.add_argument("--max-offer-bytes", type=_int_at_least(1024), default=64 * 1024, metavar="N",
                    help="largest offer body accepted (default 65536); larger get 413")
-    p.add_argument("--workers", type=_int_at_least(1), default=1, metavar="N",
-                   help="threads running Enhancers, shared by all peers (default 1)")
+    p.add_argument("--workers", type=_int_at_least(1), default=2, metavar="N",
+                   help="threads running Enhancers, shared by all peers (default 2)")
     p.add_argument("--peer-timeout", type=float, default=10.0, metavar="S",
                    help="close a peer whose camera sends nothing for S seconds (default 10)")
     p.add_argument("--bitrate", type=_int_at_least(100), default=None, metavar="KBPS",

@@ -28,7 +28,7 @@ class StreamOptions:
     port: int = 8080
     max_peers: int = 4
     max_offer_bytes: int = 64 * 1024
-    workers: int = 1
+    workers: int = 2
     peer_timeout: float = 10.0
     bitrate: int | None = None  # bps; None: sized for the 4x output of a 320x180 call
     ice_servers: list[str] = field(default_factory=list)

@@ -193,7 +193,7 @@ class Relay:
         source=None,
         max_peers: int = 4,
         max_offer_bytes: int = 64 * 1024,
-        workers: int = 1,
+        workers: int = 2,
         peer_timeout: float = 10.0,
         ice_servers: list[str] | None = None,
         device: str = "cpu",

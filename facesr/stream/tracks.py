@@ -118,7 +118,11 @@ class EnhancedTrack(MediaStreamTrack):
         finally:
             self._slot.close()
 
-    def _process(self, frame: av.VideoFrame, mode: str) -> tuple[av.VideoFrame, float]:
+    def _process(self, mode: str):
+        # Take the newest frame now, in the worker, not when the job was queued: with several
+        # peers sharing the workers, a frame picked before the queue wait would be stale by now.
+        taken = self._slot.get(self._last, timeout=0)
+        frame, _ = taken.item
         rgb = i420_to_rgb(frame)
         with self._lock:
             if self.enhancer is None:
@@ -129,7 +133,7 @@ class EnhancedTrack(MediaStreamTrack):
             else:
                 out = self.enhancer.enhance(rgb)
             enhance_ms = (time.perf_counter() - t0) * 1000.0
-        return to_frame(out, frame.pts, frame.time_base), enhance_ms
+        return to_frame(out, frame.pts, frame.time_base), enhance_ms, taken
 
     def release(self) -> None:
         """Close the Enhancer once no worker uses it (call from a worker thread after stop())."""
@@ -142,15 +146,14 @@ class EnhancedTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         try:
-            taken = await self._slot.aget(self._last)
+            await self._slot.aget(self._last)  # a frame newer than the last one sent has arrived
         except SlotClosed:
             self.stop()
             raise MediaStreamError from None
+        out, enhance_ms, taken = await asyncio.get_running_loop().run_in_executor(self.executor, self._process, self.mode)
         self._last = taken.seq
         self.stats.dropped += taken.skipped
-        frame, arrived = taken.item
-        out, enhance_ms = await asyncio.get_running_loop().run_in_executor(self.executor, self._process, frame, self.mode)
-        self.stats.sent(out.width, out.height, enhance_ms, (time.perf_counter() - arrived) * 1000.0)
+        self.stats.sent(out.width, out.height, enhance_ms, (time.perf_counter() - taken.item[1]) * 1000.0)
         return out
 
     def stop(self) -> None:

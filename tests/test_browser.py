@@ -1,0 +1,133 @@
+"""The page at / in a real browser: headless Debian Chromium, its fake camera playing a real call.
+
+Chromium (apt: chromium, chromium-driver; `bash setup.sh test` installs them) is driven by
+Selenium through /usr/bin/chromedriver. Everything runs in the suite's private network
+namespace (conftest.private_network): the relay on 127.0.0.1, media over 10.213.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import cv2
+import pytest
+
+from conftest import ROOT, shared_path
+from facesr.video import read_frames
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = ROOT / "out" / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser_tools():
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        message = f"{', '.join(missing)} absent: `bash setup.sh test` installs Debian's chromium and chromium-driver"
+        if os.environ.get("FACESR_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    pytest.importorskip("selenium")
+
+
+@pytest.fixture(scope="module")
+def fake_camera(tmp_path_factory) -> Path:
+    """A real clip at call size (320x180) as .y4m, the file Chromium's fake camera plays in a loop."""
+    path = tmp_path_factory.mktemp("camera") / "call_320x180.y4m"
+    with av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        for rgb in read_frames(shared_path("data", "videos", "talking_s18.mp4"), 90):
+            small = cv2.resize(rgb, (320, 180), interpolation=cv2.INTER_AREA)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(small, format="rgb24").reformat(format="yuv420p")))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture()
+def relay():
+    """`facesr stream --webrtc` as users run it, on a free port."""
+    proc = subprocess.Popen([sys.executable, "-m", "facesr", "stream", "--webrtc", "--port", "0"], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if m := re.search(r"open (http://\S+/)", line):
+                yield m.group(1)
+                break
+        else:
+            pytest.fail("the relay never said where it listens")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        proc.stderr.close()
+
+
+def _chromium(camera: Path, profile: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 f"--use-file-for-fake-video-capture={camera}", "--allow-loopback-in-peer-connection",
+                 "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+
+
+def _wait_for(driver, script: str, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.25)
+    status = driver.execute_script("return document.getElementById('status').textContent")
+    raise AssertionError(f"timed out waiting for {what} (page status: {status})")
+
+
+def test_browser_page_shows_the_enhanced_stream_at_4x(private_network, browser_tools, fake_camera, relay, tmp_path):
+    driver = _chromium(fake_camera, tmp_path / "profile")
+    try:
+        driver.get(relay)
+        driver.find_element("id", "start").click()
+        _wait_for(driver, "const v = document.getElementById('remote'); return v.videoWidth === 1280 && "
+                          "v.videoHeight === 720 && v.currentTime > 1", 60, "the enhanced video at 1280x720")
+        _wait_for(driver, "return document.getElementById('out-size').textContent === '1280x720'", 20,
+                  "the relay's stats")
+        time.sleep(2.0)  # a few seconds of stream for the stats window
+        text = lambda i: driver.find_element("id", i).text  # noqa: E731
+        stats = {i: text(i) for i in ("in-size", "out-size", "shown-size", "fps", "enhance-ms", "dropped", "mode")}
+        print(stats)
+        assert stats["in-size"] == "320x180" and stats["shown-size"] == "1280x720"
+        assert stats["mode"].startswith("facesr on cpu")
+        fps_in, fps_out, shown = stats["fps"].split(" / ")
+        assert float(fps_out) > 3 and shown != "-" and float(shown) > 3
+        local = driver.execute_script("const v = document.getElementById('local'); return [v.videoWidth, v.videoHeight]")
+        assert local == [320, 180]
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "stream_browser.png"
+        driver.save_screenshot(str(shot))
+        shutil.copy(shot, tmp_path / shot.name)
+        png = cv2.imread(str(shot))
+        assert png is not None and png.shape[1] >= 1000
+
+        driver.find_element("id", "bicubic").click()  # the compare switch
+        _wait_for(driver, "return document.getElementById('mode').textContent.startsWith('bicubic')", 10,
+                  "the relay to switch to bicubic")
+    finally:
+        driver.quit()
