@@ -20,6 +20,7 @@ from .superres import SuperResolver, bicubic_upscale, resolve_device
 from .weights import default_model, load_generator
 
 STAGES = ("background", "detect", "track", "sr", "blend")
+IO_STAGES = ("decode", "encode")  # timed by video.transcode when it is given the Enhancer's timer
 
 
 class StageTimer:
@@ -35,13 +36,24 @@ class StageTimer:
         try:
             yield
         finally:
-            self.last[name] = self.last.get(name, 0.0) + (time.perf_counter() - t0) * 1000.0
+            self.add(name, (time.perf_counter() - t0) * 1000.0)
+
+    def add(self, name: str, ms: float) -> None:
+        """Time spent on `name` for the frame in progress."""
+        self.last[name] = self.last.get(name, 0.0) + ms
 
     def end_frame(self) -> None:
-        for name in STAGES:
+        for name in STAGES + tuple(n for n in self.last if n not in STAGES):
             self.samples[name].append(self.last.get(name, 0.0))
         self.samples["total"].append(sum(self.last.values()))
         self.last = {}
+
+    def merge(self, name: str, per_frame: list[float]) -> None:
+        """Add a stage timed elsewhere (the encoder thread), one value per frame in order."""
+        total = self.samples["total"]
+        for i, ms in enumerate(per_frame[: len(total)]):
+            total[i] += ms
+        self.samples[name] = list(per_frame[: len(total)])
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {

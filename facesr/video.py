@@ -42,8 +42,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -102,6 +104,7 @@ def transcode(
     preset: str | None = "veryfast",
     progress: bool = True,
     desc: str = "facesr",
+    timer=None,
 ) -> dict:
     """Re-encode ``src`` into ``dst`` with every video frame passed through ``transform``.
 
@@ -110,6 +113,8 @@ def transcode(
     Frame count, frame timestamps and audio are kept (see the module notes).
     The output container follows ``dst``'s extension (.mp4, .mkv, .mov, .webm).
     Exceptions raised by ``transform`` propagate unchanged (after cleanup).
+    Decoding and encoding run in their own threads, overlapping the transform.
+    ``timer`` (an Enhancer's StageTimer) also gets "decode" and "encode" ms per frame.
 
     Returns ``{"frames", "seconds", "fps", "skipped_frames", "codec", "audio"}``,
     where ``audio`` is ``"copy"``, the re-encoding codec's name, or ``None``.
@@ -129,7 +134,7 @@ def transcode(
         with _errors_as_user_error(dst, "cannot write"):
             out = av.open(str(tmp), "w", format=fmt)
         stats = _run(container, out, info, transform, (out_w, out_h), src, dst, codec, crf, preset,
-                     audio_fallback, progress, desc)
+                     audio_fallback, progress, desc, timer)
         with _errors_as_user_error(dst, "cannot finish writing"):
             out.close()
         os.replace(tmp, dst)
@@ -394,7 +399,14 @@ class _Audio:
 
 
 def _run(container, out, info, transform, size, src, dst, codec, crf, preset, audio_fallback,
-         progress, desc) -> dict:
+         progress, desc, timer=None) -> dict:
+    """Three threads, in order: decode -> transform (this thread) -> encode and mux.
+
+    Decoding and encoding overlap the transform of the frames between them (PyAV, OpenCV
+    and torch release the GIL while they work); bounded queues keep a few frames in flight
+    and every frame and audio packet in its order. An error in any step stops all three and
+    is raised here, the transform's own exceptions unchanged.
+    """
     ivs = container.streams.video[0]
     ivs.thread_type = "AUTO"
     ias = container.streams.audio[0] if container.streams.audio else None
@@ -402,51 +414,138 @@ def _run(container, out, info, transform, size, src, dst, codec, crf, preset, au
     enc_size = (out_w + out_w % 2, out_h + out_h % 2)
     ovs = _add_video_stream(out, codec, info, ivs, enc_size, crf, preset)
     audio = _Audio(out, ias, audio_fallback, src) if ias is not None else None
+    streams = (ivs, ias) if ias is not None else (ivs,)
 
-    def write(encode, *args):
-        """Mux what ``encode(*args)`` returns; encoder and muxer errors become UserError."""
-        with _errors_as_user_error(dst, "cannot write"):
-            out.mux(encode(*args))
+    decoded: queue.Queue = queue.Queue(maxsize=4)
+    transformed: queue.Queue = queue.Queue(maxsize=4)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    counts = {"frames": 0, "skipped": 0}
+    encode_ms: list[float] = []
 
-    n = skipped = 0
-    last_time = None
-    start = time.perf_counter()
-    bar = tqdm(total=info.frames, unit="frame", desc=desc, disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
-    try:
-        streams = (ivs, ias) if ias is not None else (ivs,)
-        for packet in _demux(container, streams, src):
-            if ias is not None and packet.stream_index == ias.index:
-                write(audio.packets, packet)
+    def put(q: queue.Queue, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
                 continue
-            frames = _decode(packet, src, "video")
-            if frames is None:
-                skipped += 1
+        return False
+
+    def get(q: queue.Queue):
+        while not stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
                 continue
-            for frame in frames:
-                # Scaled to the probed size, so a mid-stream resolution change (common in
-                # recorded calls) still gives the transform the frame size it was set up for.
-                rgb = transform(frame.to_ndarray(format="rgb24", width=info.width, height=info.height))
+        return ("stopped",)
+
+    def read() -> None:
+        try:
+            for packet in _demux(container, streams, src):
+                if ias is not None and packet.stream_index == ias.index:
+                    # Audio is decoded (where it is re-encoded) here, with the demuxing: one thread
+                    # per input container. Only the muxing happens in the encode thread.
+                    if not put(decoded, ("audio", audio.packets(packet))):
+                        return
+                    continue
+                t0 = time.perf_counter()
+                frames = _decode(packet, src, "video")
+                if frames is None:
+                    counts["skipped"] += 1
+                    continue
+                for frame in frames:
+                    # Scaled to the probed size, so a mid-stream resolution change (common in
+                    # recorded calls) still gives the transform the frame size it was set up for.
+                    rgb = frame.to_ndarray(format="rgb24", width=info.width, height=info.height)
+                    ms = (time.perf_counter() - t0) * 1000.0
+                    t0 = time.perf_counter()
+                    if not put(decoded, ("video", rgb, frame.pts, frame.time_base, ms)):
+                        return
+            put(decoded, ("end",))
+        except BaseException as exc:  # handed to the main thread, raised there
+            put(decoded, ("error", exc))
+
+    def write(bar) -> None:
+        n = 0
+        last_time = None
+        try:
+            while True:
+                item = get(transformed)
+                kind = item[0]
+                if kind == "stopped":
+                    return
+                if kind == "audio":
+                    with _errors_as_user_error(dst, "cannot write"):
+                        out.mux(item[1])
+                    continue
+                if kind == "end":
+                    with _errors_as_user_error(dst, "cannot write"):
+                        out.mux(ovs.encode(None))
+                        if audio is not None:
+                            out.mux(audio.flush())
+                    counts["frames"] = n
+                    return
+                _, rgb, pts, tb = item
+                t0 = time.perf_counter()
                 vframe = _to_video_frame(rgb, size, enc_size, ovs.pix_fmt)
                 # Keep the input frame's own timestamp; invent one only where it has none,
                 # and nudge it forward in the (damaged-file) case where it does not increase.
-                pts, tb = frame.pts, frame.time_base or ivs.time_base
+                tb = tb or ivs.time_base
                 if pts is None:
                     pts, tb = round(n / info.fps / ivs.time_base), ivs.time_base
                 if last_time is not None and pts * tb <= last_time:
                     pts = int(last_time / tb) + 1
                 vframe.pts, vframe.time_base = pts, tb
                 last_time = pts * tb
-                write(ovs.encode, vframe)
+                with _errors_as_user_error(dst, "cannot write"):
+                    out.mux(ovs.encode(vframe))
+                encode_ms.append((time.perf_counter() - t0) * 1000.0)
                 n += 1
                 bar.update(1)
-        if n == 0:
-            raise UserError(f"{src}: no video frames could be decoded")
-        write(ovs.encode, None)
-        if audio is not None:
-            write(audio.flush)
+        except BaseException as exc:
+            failures.append(exc)
+            stop.set()
+
+    start = time.perf_counter()
+    bar = tqdm(total=info.frames, unit="frame", desc=desc, disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    reader = threading.Thread(target=read, name="facesr-decode", daemon=True)
+    writer = threading.Thread(target=write, args=(bar,), name="facesr-encode", daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        while not failures:
+            item = get(decoded)
+            kind = item[0]
+            if kind == "error":
+                raise item[1]
+            if kind in ("audio", "end"):
+                put(transformed, item)
+                if kind == "end":
+                    break
+                continue
+            if kind == "stopped":
+                break
+            _, rgb, pts, tb, decode_ms = item
+            if timer is not None:
+                timer.add("decode", decode_ms)
+            result = transform(rgb)
+            _check_transformed(result, size)
+            put(transformed, ("video", result, pts, tb))
+        writer.join()
+        if failures:
+            raise failures[0]
     finally:
+        stop.set()
+        reader.join()
+        writer.join()
         bar.close()
+    n, skipped = counts["frames"], counts["skipped"]
+    if n == 0:
+        raise UserError(f"{src}: no video frames could be decoded")
+    if timer is not None:
+        timer.merge("encode", encode_ms)
     if skipped:
         log.warning("%s: skipped %d undecodable video packet(s)", src, skipped)
     if audio is not None and audio.dropped:
@@ -483,11 +582,15 @@ def _decode(packet, src: Path, kind: str):
         return None
 
 
-def _to_video_frame(rgb, size, enc_size, pix_fmt) -> av.VideoFrame:
+def _check_transformed(rgb, size) -> None:
     out_w, out_h = size
     if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.shape == (out_h, out_w, 3)):
         got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
         raise ValueError(f"transform must return uint8 ({out_h}, {out_w}, 3), got {got}")
+
+
+def _to_video_frame(rgb, size, enc_size, pix_fmt) -> av.VideoFrame:
+    out_w, out_h = size
     pad_h, pad_w = enc_size[1] - out_h, enc_size[0] - out_w
     if pad_h or pad_w:
         rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
