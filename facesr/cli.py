@@ -1,4 +1,4 @@
-"""`facesr video | image | stream | eval | train | fetch-models`: argument parsing and clear errors only."""
+"""`facesr video | image | stream | bench | eval | train | fetch-models`: argument parsing and clear errors only."""
 
 from __future__ import annotations
 
@@ -182,6 +182,34 @@ def cmd_stream(args: argparse.Namespace) -> None:
     run_stream(opts, make, device)
 
 
+# --- facesr bench ----------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import SCENES, SIZES, run_bench, write_report
+    from .models import MODELS
+    from .weights import default_model
+
+    models = [m for m in (args.model or default_model(args.device)).split(",") if m]
+    sizes = [s for s in args.sizes.split(",") if s]
+    scenes = [s for s in args.scenes.split(",") if s]
+    for value, known, what in ((models, MODELS, "--model"), (sizes, SIZES, "--sizes"), (scenes, SCENES, "--scenes")):
+        bad = [v for v in value if v not in known]
+        if bad or not value:
+            raise UserError(f"{what} {','.join(bad) or '(empty)'}: choose from {', '.join(known)}")
+    for path, what in ((args.json, "--json"), (args.plot, "--plot")):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UserError(f"{what} {path}: no such directory")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise UserError(f"--plot {args.plot}: give a .png file")
+    videos = Path(args.videos)
+    if not videos.is_dir():
+        raise UserError(f"--videos {videos}: no such folder (the bench clips are made from ../shared/data/videos)")
+    report = run_bench(models, sizes=sizes, scenes=scenes, videos=videos, scale=args.scale, frames=args.frames,
+                       repeat=args.repeat, device=args.device, progress=not args.quiet)
+    write_report(report, args.json, args.plot)
+
+
 # --- facesr train ----------------------------------------------------------------------
 
 
@@ -286,6 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_face_args(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log peers connecting and leaving")
     p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser("bench", help="per-stage latency and fps of `facesr video` against bicubic-only, per size and scene")
+    p.add_argument("--model", default=None, help="model(s), comma-separated (default: lite on CPU, srgan on CUDA)")
+    p.add_argument("--sizes", default="320x180,160x90,480x270", help="LR call sizes, upscaled 4x (default all three)")
+    p.add_argument("--scenes", default="none,one,several", help="faces in the picture: none, one, several (default all)")
+    p.add_argument("--videos", default=str(shared_data("videos")), help="the clips scenes are made from (default ../shared/data/videos)")
+    p.add_argument("--scale", type=int, default=4, choices=(2, 4))
+    p.add_argument("--frames", type=_int_at_least(10), default=150, help="frames per clip (default 150, 5 s)")
+    p.add_argument("--repeat", type=_int_at_least(1), default=2, help="runs of each, alternating with bicubic-only (default 2)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="per-stage stacked bars and latency per frame over time")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per result")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="measure face quality against bicubic on face photos and compressed call clips")
     p.add_argument("--faces", default=str(shared_data("faces/eval")),

@@ -459,9 +459,9 @@ def _run(container, out, info, transform, size, src, dst, codec, crf, preset, au
                     # recorded calls) still gives the transform the frame size it was set up for.
                     rgb = frame.to_ndarray(format="rgb24", width=info.width, height=info.height)
                     ms = (time.perf_counter() - t0) * 1000.0
-                    t0 = time.perf_counter()
                     if not put(decoded, ("video", rgb, frame.pts, frame.time_base, ms)):
                         return
+                    t0 = time.perf_counter()  # not counting the wait for room in the queue
             put(decoded, ("end",))
         except BaseException as exc:  # handed to the main thread, raised there
             put(decoded, ("error", exc))

@@ -1,0 +1,208 @@
+"""`facesr bench`: per-frame latency of the exact path users run, per stage, against bicubic-only.
+
+For each call size (LR -> 4x output) and scene (no face, one face, several faces) a call clip
+is made once from ../shared/data/videos (area-downscaled, H.264 CRF 28, cached in
+~/.cache/facesr/bench) and run through `video.transcode` -- PyAV decode, the Enhancer,
+libx264 encode, as `facesr video` runs it -- once per model and once with the bicubic-only
+pipeline, alternating, in the same process. Reported: p50/p95/p99 ms per frame for decode,
+detect, track, SR, blend and encode (decode and encode run in their own threads, overlapping
+the Enhancer, so end-to-end time per frame is less than the sum), end-to-end fps, and the
+time ratio to bicubic-only. JSON, and a PNG: stacked per-stage bars and latency over time.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import UserError
+
+SIZES = {"320x180": (320, 180), "160x90": (160, 90), "480x270": (480, 270)}
+SCENES = ("none", "one", "several")
+PLOT_STAGES = ("decode", "background", "detect", "track", "sr", "blend", "encode")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """How a scene's HR frames are made from the shared clips (all 16:9, 1280x720)."""
+
+    name: str
+    clips: tuple[str, ...]
+    description: str
+
+
+SCENE_SOURCES = {
+    "none": Scene("none", ("talking_s18.mp4",), "the room beside the person in talking_s18 (no face)"),
+    "one": Scene("one", ("talking_s18.mp4",), "talking_s18: a person in a room, webcam framing"),
+    "several": Scene("several", ("talking_d0.mp4", "talking_d3.mp4", "talking_d6.mp4"),
+                     "three talking-head clips side by side"),
+}
+
+
+def _scene_frames(videos: Path, scene: str, frames: int):
+    """HR (720, 1280, 3) RGB frames of a scene."""
+    from .video import read_frames
+
+    spec = SCENE_SOURCES[scene]
+    missing = [c for c in spec.clips if not (videos / c).is_file()]
+    if missing:
+        raise UserError(f"{videos}: missing {', '.join(missing)} (the bench scenes are made from ../shared/data/videos)")
+    if scene == "one":
+        yield from read_frames(videos / spec.clips[0], frames)
+    elif scene == "none":
+        for f in read_frames(videos / spec.clips[0], frames):
+            room = f[:, :400]  # the left of the room: no one there
+            yield cv2.resize(room[:225], (1280, 720), interpolation=cv2.INTER_LINEAR)
+    else:
+        readers = [read_frames(videos / c, frames) for c in spec.clips]
+        for tiles in zip(*readers):
+            canvas = np.full((720, 1280, 3), 96, np.uint8)
+            for i, tile in enumerate(tiles):
+                tile = cv2.resize(tile, (420, 420), interpolation=cv2.INTER_AREA)
+                canvas[150:570, 10 + i * 425 : 430 + i * 425] = tile
+            yield canvas
+
+
+def scene_clip(videos: Path, scene: str, size: tuple[int, int], frames: int, cache: Path, crf: int = 28) -> Path:
+    """The scene at `size` as a compressed call clip (cached)."""
+    import av
+
+    w, h = size
+    path = cache / f"{scene}_{w}x{h}_{frames}f_crf{crf}.mp4"
+    if path.is_file():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=30, options={"crf": str(crf), "preset": "medium"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for hr in _scene_frames(videos, scene, frames):
+            lr = cv2.resize(hr, size, interpolation=cv2.INTER_AREA)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(lr, format="rgb24")))
+        out.mux(stream.encode(None))
+    tmp.replace(path)
+    return path
+
+
+def _run(clip: Path, enhancer, scale: int, size: tuple[int, int]) -> dict:
+    from .video import transcode
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        stats = transcode(clip, Path(tmp) / "out.mp4", enhancer, (size[0] * scale, size[1] * scale), progress=False,
+                          timer=enhancer.timer)
+        wall = time.perf_counter() - t0
+    samples = enhancer.timer.samples
+    return {
+        "fps": stats["frames"] / wall,
+        "frames": stats["frames"],
+        "stages": {name: {f"p{q}": round(float(np.percentile(v, q)), 2) for q in (50, 95, 99)}
+                   for name, v in samples.items() if v},
+        "per_frame_ms": [round(x, 2) for x in samples["total"]],
+    }
+
+
+def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos: Path, scale: int = 4,
+              frames: int = 150, repeat: int = 2, device: str = "auto", progress: bool = True) -> dict:
+    import torch
+
+    from .enhancer import Enhancer
+    from .superres import resolve_device
+    from .weights import cache_dir
+
+    dev = resolve_device(device)
+    report = {
+        "device": str(dev),
+        "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
+        "precision": "float16" if dev.type == "cuda" else "float32",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "scale": scale, "frames": frames, "repeat": repeat,
+        "results": [],
+    }
+    cache = cache_dir() / "bench"
+    for size_name in sizes:
+        size = SIZES[size_name]
+        for scene in scenes:
+            clip = scene_clip(videos, scene, size, frames, cache)
+            for model in models:
+                runs = {"facesr": [], "bicubic": []}
+                for _ in range(repeat):  # alternate, so drifts in machine load hit both alike
+                    for name in runs:
+                        enhancer = Enhancer(model, scale, device=device, fps=30.0, background_only=name == "bicubic")
+                        try:
+                            runs[name].append(_run(clip, enhancer, scale, size))
+                        finally:
+                            enhancer.close()
+                best = {k: max(v, key=lambda r: r["fps"]) for k, v in runs.items()}
+                fps = {k: float(np.median([r["fps"] for r in v])) for k, v in runs.items()}
+                row = {
+                    "size": size_name, "out": f"{size[0] * scale}x{size[1] * scale}", "scene": scene, "model": model,
+                    "fps": round(fps["facesr"], 1), "bicubic_fps": round(fps["bicubic"], 1),
+                    "time_ratio": round(fps["bicubic"] / fps["facesr"], 2),
+                    "stages": best["facesr"]["stages"], "bicubic_stages": best["bicubic"]["stages"],
+                    "per_frame_ms": best["facesr"]["per_frame_ms"],
+                }
+                report["results"].append(row)
+                if progress:
+                    print(format_row(row), flush=True)
+    return report
+
+
+def format_row(row: dict) -> str:
+    st = row["stages"]
+    cell = lambda k: f"{st[k]['p50']:.1f}/{st[k]['p95']:.1f}/{st[k]['p99']:.1f}" if k in st else "-"  # noqa: E731
+    return (f"{row['size']:>7} -> {row['out']:<9} {row['scene']:<8} {row['model']:<9} {row['fps']:>6.1f} fps "
+            f"(bicubic-only {row['bicubic_fps']:.1f}, {row['time_ratio']:.2f}x)  ms p50/p95/p99: "
+            + "  ".join(f"{k} {cell(k)}" for k in ("decode", "detect", "track", "sr", "blend", "encode")))
+
+
+def plot(report: dict, path: str | Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib (pip install matplotlib)") from None
+    rows = report["results"]
+    fig, (bars, lines) = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(rows) + 3), 9))
+    labels = [f"{r['size']}\n{r['scene']}\n{r['model']}" for r in rows]
+    bottom = np.zeros(len(rows))
+    for stage in PLOT_STAGES:
+        vals = np.array([r["stages"].get(stage, {}).get("p50", 0.0) for r in rows])
+        bars.bar(labels, vals, bottom=bottom, label=stage)
+        bottom += vals
+    bicubic = [1000.0 / r["bicubic_fps"] for r in rows]
+    endtoend = [1000.0 / r["fps"] for r in rows]
+    bars.plot(labels, endtoend, "k_", markersize=24, mew=2, label="end to end (ms/frame)")
+    bars.plot(labels, bicubic, "r_", markersize=24, mew=2, label="bicubic-only end to end")
+    bars.set_ylabel("ms per frame (p50)")
+    bars.set_title(f"facesr per-stage latency, {report['device']} {report['precision']}"
+                   + (f" ({report['gpu']})" if report["gpu"] else f" ({report['cpu_count']} cores)"))
+    bars.legend(fontsize=8, ncol=3)
+    bars.tick_params(axis="x", labelsize=7)
+    for r in rows:
+        lines.plot(r["per_frame_ms"], lw=0.8, label=f"{r['size']} {r['scene']} {r['model']}")
+    lines.set_xlabel("frame")
+    lines.set_ylabel("ms (decode + Enhancer + encode)")
+    lines.set_title("latency per frame over time")
+    lines.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict, json_out: str | None, plot_out: str | None) -> None:
+    if json_out:
+        Path(json_out).write_text(json.dumps(report, indent=1))
+    if plot_out:
+        plot(report, plot_out)
