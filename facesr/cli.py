@@ -88,7 +88,12 @@ def cmd_video(args: argparse.Namespace) -> None:
     else:
         transform, out_size = enhancer, (out_w, out_h)
 
-    what = "bicubic only" if args.background_only else f"{args.model} x{s} on {enhancer.device}"
+    if args.background_only:
+        what = "bicubic only"
+    else:
+        from .weights import default_model
+
+        what = f"{args.model or default_model(enhancer.device)} x{s} on {enhancer.device}"
     stats = transcode(src, dst, transform, out_size, codec=args.codec, crf=args.crf, progress=not args.quiet, desc=what)
     enhancer.close()
     print(f"{dst}: {stats['frames']} frames {info.width}x{info.height} -> {out_size[0]}x{out_size[1]} "
