@@ -20,25 +20,12 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
+from facesr.stream.client import PRIVATE_ADDRESS, private_network_problem
+
 DEFAULT_CLIP = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "videos" / "talking_s18.mp4"
-PRIVATE_ADDRESS = "10.213.0.1"
-
-
-def in_private_network() -> bool:
-    if [name for _, name in socket.if_nameindex()] != ["lo"]:
-        return False
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((PRIVATE_ADDRESS, 0))
-        return True
-    except OSError:
-        return False
-
-
 def reexec_in_private_network() -> None:
     if os.environ.get("FACESR_BENCH_NETNS") == "1" or not shutil.which("unshare"):
         sys.exit("run this inside a private network namespace: unshare -n sh -c "
@@ -106,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.clip.is_file():
         sys.exit(f"{args.clip}: not found (the default clip lives in ../shared beside the checkout)")
-    if not in_private_network():
+    if private_network_problem():
         reexec_in_private_network()
     report = asyncio.run(measure(args))
     by = {(r["peers"], r["mode"]): r for r in report["runs"]}

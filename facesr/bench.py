@@ -13,10 +13,10 @@ time ratio to bicubic-only. JSON, and a PNG: stacked per-stage bars and latency 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -29,20 +29,13 @@ SCENES = ("none", "one", "several")
 PLOT_STAGES = ("decode", "background", "detect", "track", "sr", "blend", "encode")
 
 
-@dataclass(frozen=True)
-class Scene:
-    """How a scene's HR frames are made from the shared clips (all 16:9, 1280x720)."""
-
-    name: str
-    clips: tuple[str, ...]
-    description: str
-
-
-SCENE_SOURCES = {
-    "none": Scene("none", ("talking_s18.mp4",), "the room beside the person in talking_s18 (no face)"),
-    "one": Scene("one", ("talking_s18.mp4",), "talking_s18: a person in a room, webcam framing"),
-    "several": Scene("several", ("talking_d0.mp4", "talking_d3.mp4", "talking_d6.mp4"),
-                     "three talking-head clips side by side"),
+# The shared clips each scene is made from (all framed 16:9, 1280x720):
+# none: the room beside the person in talking_s18; one: talking_s18, a person in a room at
+# webcam framing; several: three talking-head clips side by side.
+SCENE_CLIPS = {
+    "none": ("talking_s18.mp4",),
+    "one": ("talking_s18.mp4",),
+    "several": ("talking_d0.mp4", "talking_d3.mp4", "talking_d6.mp4"),
 }
 
 
@@ -50,18 +43,18 @@ def _scene_frames(videos: Path, scene: str, frames: int):
     """HR (720, 1280, 3) RGB frames of a scene."""
     from .video import read_frames
 
-    spec = SCENE_SOURCES[scene]
-    missing = [c for c in spec.clips if not (videos / c).is_file()]
+    clips = SCENE_CLIPS[scene]
+    missing = [c for c in clips if not (videos / c).is_file()]
     if missing:
         raise UserError(f"{videos}: missing {', '.join(missing)} (the bench scenes are made from ../shared/data/videos)")
     if scene == "one":
-        yield from read_frames(videos / spec.clips[0], frames)
+        yield from read_frames(videos / clips[0], frames)
     elif scene == "none":
-        for f in read_frames(videos / spec.clips[0], frames):
+        for f in read_frames(videos / clips[0], frames):
             room = f[:, :400]  # the left of the room: no one there
             yield cv2.resize(room[:225], (1280, 720), interpolation=cv2.INTER_LINEAR)
     else:
-        readers = [read_frames(videos / c, frames) for c in spec.clips]
+        readers = [read_frames(videos / c, frames) for c in clips]
         for tiles in zip(*readers):
             canvas = np.full((720, 1280, 3), 96, np.uint8)
             for i, tile in enumerate(tiles):
@@ -123,7 +116,7 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
         "precision": "float16" if dev.type == "cuda" else "float32",
         "cpu": platform.processor() or platform.machine(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "scale": scale, "frames": frames, "repeat": repeat,
         "results": [],

@@ -40,11 +40,12 @@ def _add_face_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-every", type=_int_at_least(1), default=3, metavar="N", help="run the detector every N frames, track between (default 3)")
 
 
-def _make_enhancer(args: argparse.Namespace, *, fps: float = 30.0, background_only: bool = False):
+def _make_enhancer(args: argparse.Namespace, *, fps: float = 30.0, background_only: bool = False, model=None):
+    """An Enhancer as the command-line options say; `model` (e.g. an already loaded Generator) overrides --model."""
     from .enhancer import Enhancer
 
     return Enhancer(
-        args.model,
+        model if model is not None else args.model,
         args.scale,
         detector=args.detector,
         detector_model=args.detector_model,
@@ -54,6 +55,16 @@ def _make_enhancer(args: argparse.Namespace, *, fps: float = 30.0, background_on
         fps=fps,
         background_only=background_only,
     )
+
+
+def _check_report_paths(json_out: str | None, png: tuple[str, str | None]) -> None:
+    """--json OUT and a PNG option (--figure, --plot): their folders exist and the PNG is a .png."""
+    flag, png_out = png
+    for path, what in ((json_out, "--json"), (png_out, flag)):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UserError(f"{what} {path}: no such directory")
+    if png_out and Path(png_out).suffix.lower() != ".png":
+        raise UserError(f"{flag} {png_out}: give a .png file")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -157,7 +168,6 @@ def cmd_image(args: argparse.Namespace) -> None:
 
 def enhancer_factory(args: argparse.Namespace):
     """A callable making one Enhancer per stream (each its own tracker), all sharing one loaded generator."""
-    from .enhancer import Enhancer
     from .superres import resolve_device
     from .weights import default_model, load_generator
 
@@ -165,8 +175,7 @@ def enhancer_factory(args: argparse.Namespace):
     generator = load_generator(args.model or default_model(device), args.scale)
 
     def make():
-        return Enhancer(generator, args.scale, detector=args.detector, detector_model=args.detector_model,
-                        device=device, half=False if args.fp32 else None, detect_every=args.detect_every)
+        return _make_enhancer(args, model=generator)
 
     make().close()  # fail now, with one line, if the detector cannot load
     return make, device
@@ -202,11 +211,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         bad = [v for v in value if v not in known]
         if bad or not value:
             raise UserError(f"{what} {','.join(bad) or '(empty)'}: choose from {', '.join(known)}")
-    for path, what in ((args.json, "--json"), (args.plot, "--plot")):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise UserError(f"{what} {path}: no such directory")
-    if args.plot and Path(args.plot).suffix.lower() != ".png":
-        raise UserError(f"--plot {args.plot}: give a .png file")
+    _check_report_paths(args.json, ("--plot", args.plot))
     videos = Path(args.videos)
     if not videos.is_dir():
         raise UserError(f"--videos {videos}: no such folder (the bench clips are made from ../shared/data/videos)")
@@ -241,11 +246,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .weights import default_model
 
     models = [m for m in (args.model or default_model(args.device)).split(",") if m]
-    for path, what in ((args.json, "--json"), (args.figure, "--figure")):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise UserError(f"{what} {path}: no such directory")
-    if args.figure and Path(args.figure).suffix.lower() != ".png":
-        raise UserError(f"--figure {args.figure}: give a .png file")
+    _check_report_paths(args.json, ("--figure", args.figure))
     report = run_eval(models, args.faces or None, args.videos or None, scale=args.scale, crf=args.crf,
                       max_frames=args.max_frames, device=args.device, json_out=args.json, figure_out=args.figure,
                       progress=not args.quiet)

@@ -65,28 +65,13 @@ def on_canvas(photo: np.ndarray, size=(1280, 720), at=(0, 0), canvas: np.ndarray
 # (aioice leaves 127.0.0.1 out of its ICE candidates but uses that address), so no packet a
 # test sends can leave the machine. Elsewhere those tests skip, or fail when FACESR_NETNS=1
 # says the namespace was meant to be there.
-PRIVATE_ADDRESS = "10.213.0.1"
-
-
-def _private_network_problem() -> str | None:
-    import socket
-
-    names = [name for _, name in socket.if_nameindex()]
-    if names != ["lo"]:
-        return f"network interfaces {names}: not a private namespace with only loopback"
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((PRIVATE_ADDRESS, 0))
-    except OSError:
-        return f"{PRIVATE_ADDRESS} is not on lo (ip addr add {PRIVATE_ADDRESS}/32 dev lo)"
-    return None
-
-
 @pytest.fixture(scope="session")
 def private_network() -> None:
     import os
 
-    problem = _private_network_problem()
+    from facesr.stream.client import private_network_problem
+
+    problem = private_network_problem()
     if problem:
         message = f"{problem}; run the suite with `bash setup.sh test`, which makes one"
         if os.environ.get("FACESR_NETNS") == "1":

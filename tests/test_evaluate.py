@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from facesr.evaluate import format_report, run_eval

@@ -62,7 +62,7 @@ async def serving(make_enhancer, **kwargs):
         await runner.cleanup()
 
 
-def halves(result, key=50):
+def halves(result):
     """Median latency of the first and the last third of the received frames."""
     t, ms = np.array(result.latency_at), np.array(result.latency_ms)
     span = t[-1]

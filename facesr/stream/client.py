@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -23,9 +24,28 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamT
 
 from ..video import i420_to_rgb, rgb_to_i420
 
+PRIVATE_ADDRESS = "10.213.0.1"  # put on lo in a private network namespace: aioice skips 127.0.0.1
+
 STAMP_BITS = 12  # frame number mod 4096 (2 minutes at 30 fps)
 CHECK_BITS = 4
 BLOCK = 8  # stamp block side in input pixels
+
+
+def private_network_problem() -> str | None:
+    """Why this process is not in a private network namespace fit for WebRTC tests, or None.
+
+    Fit means: only the loopback interface (no packet can leave the machine) and
+    PRIVATE_ADDRESS on it (`ip addr add 10.213.0.1/32 dev lo`), for aioice's candidates.
+    """
+    names = [name for _, name in socket.if_nameindex()]
+    if names != ["lo"]:
+        return f"network interfaces {names}: not a private namespace with only loopback"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((PRIVATE_ADDRESS, 0))
+    except OSError:
+        return f"{PRIVATE_ADDRESS} is not on lo (ip addr add {PRIVATE_ADDRESS}/32 dev lo)"
+    return None
 
 
 def _check(n: int) -> int:
