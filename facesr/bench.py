@@ -85,9 +85,10 @@ def scene_clip(videos: Path, scene: str, size: tuple[int, int], frames: int, cac
 
 
 def _run(clip: Path, enhancer, scale: int, size: tuple[int, int]) -> dict:
+    from .enhancer import beside_codec_threads
     from .video import transcode
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, beside_codec_threads():
         t0 = time.perf_counter()
         stats = transcode(clip, Path(tmp) / "out.mp4", enhancer, (size[0] * scale, size[1] * scale), progress=False,
                           timer=enhancer.timer)
@@ -103,21 +104,22 @@ def _run(clip: Path, enhancer, scale: int, size: tuple[int, int]) -> dict:
 
 
 def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos: Path, scale: int = 4,
-              frames: int = 150, repeat: int = 2, device: str = "auto", progress: bool = True) -> dict:
+              frames: int = 150, repeat: int = 2, device: str = "auto", precision: str = "auto",
+              progress: bool = True) -> dict:
     import torch
 
     from .enhancer import Enhancer
-    from .superres import resolve_device
+    from .superres import resolve_device, resolve_precision
     from .weights import cache_dir
 
     dev = resolve_device(device)
     report = {
         "device": str(dev),
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-        "precision": "float16" if dev.type == "cuda" else "float32",
+        "precision": str(resolve_precision(precision, dev)).removeprefix("torch."),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": max(1, torch.get_num_threads() // 2),  # as beside_codec_threads() sets them
         "scale": scale, "frames": frames, "repeat": repeat,
         "results": [],
     }
@@ -130,7 +132,7 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
                 runs = {"facesr": [], "bicubic": []}
                 for _ in range(repeat):  # alternate, so drifts in machine load hit both alike
                     for name in runs:
-                        enhancer = Enhancer(model, scale, device=device, fps=30.0, background_only=name == "bicubic")
+                        enhancer = Enhancer(model, scale, device=device, precision=precision, fps=30.0, background_only=name == "bicubic")
                         try:
                             runs[name].append(_run(clip, enhancer, scale, size))
                         finally:

@@ -82,21 +82,34 @@ def match_low_frequencies(sr: np.ndarray, lr: np.ndarray, scale: int, sigma: flo
     """Remove the SR crop's low-frequency departure from its LR input (colour/brightness drift).
 
     downscale(sr) - lr, blurred to its lowest frequencies, upscaled, is subtracted from sr.
+    Returns float32 in 0..255, unrounded: `paste` rounds once, at the end.
     """
     h, w = lr.shape[:2]
-    down = cv2.resize(sr, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
-    drift = cv2.GaussianBlur(down - lr.astype(np.float32), (0, 0), sigma)
-    drift_up = cv2.resize(drift, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
-    return np.clip(sr.astype(np.float32) - drift_up, 0, 255).astype(np.uint8)
+    down = cv2.resize(sr, (w, h), interpolation=cv2.INTER_AREA)
+    drift = cv2.GaussianBlur(cv2.subtract(down, lr, dtype=cv2.CV_32F), (0, 0), sigma)
+    drift_up = cv2.resize(drift, (sr.shape[1], sr.shape[0]), interpolation=cv2.INTER_CUBIC)
+    fixed = cv2.subtract(sr, drift_up, dtype=cv2.CV_32F)
+    return np.clip(fixed, 0.0, 255.0, out=fixed)
+
+
+@lru_cache(maxsize=64)
+def _mask3(height: int, width: int, feather: int, at_edge: tuple[bool, bool, bool, bool]) -> np.ndarray:
+    """feather_mask repeated over the three channels, as OpenCV's element-wise ops want it."""
+    mask = np.repeat(feather_mask(height, width, feather, at_edge), 3, axis=2)
+    mask.setflags(write=False)
+    return mask
 
 
 def paste(background: np.ndarray, sr: np.ndarray, crop: Crop, scale: int, feather_frac: float = 0.18, alpha: float = 1.0) -> None:
-    """Blend `sr` (the crop at `scale`x) into `background` (the upscaled frame) in place."""
+    """Blend `sr` (the crop at `scale`x, uint8 or float32 in 0..255) into `background` (the upscaled frame) in place."""
     ys, xs = crop.scaled(scale)
     region = background[ys, xs]
     feather = max(2, int(round(min(sr.shape[:2]) * feather_frac)))
-    mask = feather_mask(sr.shape[0], sr.shape[1], feather, crop.at_edge)
+    mask = _mask3(sr.shape[0], sr.shape[1], feather, crop.at_edge)
     if alpha < 1.0:
         mask = mask * np.float32(alpha)
-    bg = region.astype(np.float32)
-    region[...] = (bg + mask * (sr.astype(np.float32) - bg) + 0.5).astype(np.uint8)
+    # region + mask * (sr - region), in OpenCV's vectorised float32 ops (numpy's broadcasting of
+    # an (H, W, 1) mask is several times slower); both ends lie in 0..255, so the convex
+    # combination does too and convertScaleAbs is a rounding, saturating cast to uint8.
+    blended = cv2.add(cv2.multiply(cv2.subtract(sr, region, dtype=cv2.CV_32F), mask), region, dtype=cv2.CV_32F)
+    region[...] = cv2.convertScaleAbs(blended)

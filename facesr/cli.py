@@ -27,8 +27,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=4, choices=(2, 4), help="upscaling factor (default 4)")
     p.add_argument("--model", default=None,
                    help="srresnet, srgan, lite, lite-gan or a .safetensors file (default: lite on CPU, srgan on CUDA)")
+    _add_device_args(p)
+
+
+def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the generator runs (default auto)")
-    p.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of half precision")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="the generator's arithmetic: auto is float16 on CUDA, bfloat16 on CPUs that have it "
+                        "in hardware (AVX-512 BF16, AMX), else float32")
 
 
 def _add_face_args(p: argparse.ArgumentParser) -> None:
@@ -50,7 +56,7 @@ def _make_enhancer(args: argparse.Namespace, *, fps: float = 30.0, background_on
         detector=args.detector,
         detector_model=args.detector_model,
         device=args.device,
-        half=False if args.fp32 else None,
+        precision=args.precision,
         detect_every=args.detect_every,
         fps=fps,
         background_only=background_only,
@@ -81,6 +87,7 @@ def cmd_video(args: argparse.Namespace) -> None:
     import cv2
     import numpy as np
 
+    from .enhancer import beside_codec_threads
     from .video import check_output, probe, transcode
 
     src, dst = Path(args.input), Path(args.output)
@@ -105,7 +112,8 @@ def cmd_video(args: argparse.Namespace) -> None:
         from .weights import default_model
 
         what = f"{args.model or default_model(enhancer.device)} x{s} on {enhancer.device}"
-    stats = transcode(src, dst, transform, out_size, codec=args.codec, crf=args.crf, progress=not args.quiet, desc=what)
+    with beside_codec_threads():
+        stats = transcode(src, dst, transform, out_size, codec=args.codec, crf=args.crf, progress=not args.quiet, desc=what)
     enhancer.close()
     print(f"{dst}: {stats['frames']} frames {info.width}x{info.height} -> {out_size[0]}x{out_size[1]} "
           f"in {stats['seconds']:.1f} s ({stats['fps']:.1f} fps, {what})", file=sys.stderr)
@@ -146,7 +154,7 @@ def cmd_image(args: argparse.Namespace) -> None:
         from .weights import default_model, load_generator
 
         resolver = SuperResolver(load_generator(args.model or default_model(args.device), args.scale),
-                                 resolve_device(args.device), False if args.fp32 else None)
+                                 resolve_device(args.device), args.precision)
         run = lambda img: upscale_tiled(img, resolver, tile=args.tile)  # noqa: E731
     else:
         enhancer = _make_enhancer(args)
@@ -216,7 +224,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if not videos.is_dir():
         raise UserError(f"--videos {videos}: no such folder (the bench clips are made from ../shared/data/videos)")
     report = run_bench(models, sizes=sizes, scenes=scenes, videos=videos, scale=args.scale, frames=args.frames,
-                       repeat=args.repeat, device=args.device, progress=not args.quiet)
+                       repeat=args.repeat, device=args.device, precision=args.precision,
+                       progress=not args.quiet)
     write_report(report, args.json, args.plot)
 
 
@@ -248,7 +257,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     models = [m for m in (args.model or default_model(args.device)).split(",") if m]
     _check_report_paths(args.json, ("--figure", args.figure))
     report = run_eval(models, args.faces or None, args.videos or None, scale=args.scale, crf=args.crf,
-                      max_frames=args.max_frames, device=args.device, json_out=args.json, figure_out=args.figure,
+                      max_frames=args.max_frames, device=args.device, precision=args.precision, json_out=args.json, figure_out=args.figure,
                       progress=not args.quiet)
     print_report(report)
 
@@ -329,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=4, choices=(2, 4))
     p.add_argument("--frames", type=_int_at_least(10), default=150, help="frames per clip (default 150, 5 s)")
     p.add_argument("--repeat", type=_int_at_least(1), default=2, help="runs of each, alternating with bicubic-only (default 2)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_device_args(p)
     p.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="per-stage stacked bars and latency per frame over time")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per result")
@@ -345,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=4, choices=(2, 4))
     p.add_argument("--crf", type=int, default=28, help="H.264 CRF of the simulated calls (default 28)")
     p.add_argument("--max-frames", type=_int_at_least(2), default=150, metavar="N", help="frames per clip (default 150)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_device_args(p)
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--figure", default=None, metavar="OUT.png", help="write crops: LR | bicubic | models | original")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

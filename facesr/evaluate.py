@@ -29,7 +29,7 @@ from .enhancer import Enhancer
 from .errors import UserError
 from .images import list_images, write_rgb
 from .metrics import flicker, hf_energy_ratio, landmark_error, psnr, ssim
-from .superres import SuperResolver, bicubic_upscale, resolve_device
+from .superres import SuperResolver, bicubic_upscale, resolve_device, resolve_precision
 from .train.data import eval_pairs
 from .video import make_call_clip, probe, read_frames
 from .weights import cache_dir, load_generator
@@ -41,13 +41,13 @@ BICUBIC = "bicubic"
 
 
 def eval_faces(models: list[str], folder: str | os.PathLike, scale: int, device: str = "auto",
-               progress: bool = True) -> dict:
+               precision: str = "auto", progress: bool = True) -> dict:
     """Scores of bicubic and each model on the face photos in `folder`; also the images, for the figure."""
     pairs = eval_pairs(folder, scale)
     lrs, hrs = [lr for lr, _ in pairs], [hr for _, hr in pairs]
     outputs = {BICUBIC: [bicubic_upscale(lr, scale) for lr in lrs]}
     for name in tqdm(models, desc="faces", disable=not progress, leave=False):
-        resolver = SuperResolver(load_generator(name, scale), resolve_device(device), half=False)
+        resolver = SuperResolver(load_generator(name, scale), resolve_device(device), precision)
         outputs[name] = [out for i in range(0, len(lrs), 8) for out in resolver(lrs[i : i + 8])]
 
     with FaceDetector("short") as detector:  # the close-range model: these faces fill the frame
@@ -103,13 +103,13 @@ def _face_box(detector: FaceDetector, frame: np.ndarray) -> tuple[int, int, int,
 
 
 def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: int, device: str,
-              detector: FaceDetector) -> dict:
+              precision: str, detector: FaceDetector) -> dict:
     """Face-region PSNR and flicker of bicubic-only and each model's Enhancer on one call clip."""
     lr_path = call_clip(src, scale, crf)
     fps = float(probe(src).fps or 25)
     pipelines = {BICUBIC: Enhancer(scale=scale, background_only=True)}
     for name in models:
-        pipelines[name] = Enhancer(name, scale, device=device, half=False, fps=fps)
+        pipelines[name] = Enhancer(name, scale, device=device, precision=precision, fps=fps)
     mse = {k: [] for k in pipelines}
     flick = {k: [] for k in pipelines}
     prev_ref, prev_out, frames, faces = None, {}, 0, 0
@@ -150,14 +150,14 @@ def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: in
 
 
 def eval_videos(models: list[str], folder: str | os.PathLike, scale: int, crf: int = 28, max_frames: int = 150,
-                device: str = "auto", progress: bool = True) -> dict:
+                device: str = "auto", precision: str = "auto", progress: bool = True) -> dict:
     clips = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".mp4", ".mkv", ".mov", ".webm"))
     if not clips:
         raise UserError(f"{folder}: no video clips found")
     results = []
     with FaceDetector("full") as detector:
         for clip in tqdm(clips, desc="videos", disable=not progress, leave=False):
-            results.append(eval_clip(clip, models, scale, crf, max_frames, device, detector))
+            results.append(eval_clip(clip, models, scale, crf, max_frames, device, precision, detector))
     scored = [r for r in results if r.get("face_frames")]
     summary = {}
     for k in [BICUBIC, *models]:
@@ -203,7 +203,7 @@ def figure(rows: list[dict[str, np.ndarray]], columns: list[str], side: int = 19
 
 
 def run_eval(models: list[str], faces: str | None, videos: str | None, scale: int = 4, crf: int = 28,
-             max_frames: int = 150, device: str = "auto", json_out: str | None = None,
+             max_frames: int = 150, device: str = "auto", precision: str = "auto", json_out: str | None = None,
              figure_out: str | None = None, progress: bool = True) -> dict:
     if not faces and not videos:
         raise UserError("nothing to evaluate: give --faces and/or --videos")
@@ -212,18 +212,20 @@ def run_eval(models: list[str], faces: str | None, videos: str | None, scale: in
             raise UserError(f"{folder}: no such folder")
     for name in models:
         load_generator(name, scale)  # a missing model fails here, before any long work
-    report: dict = {"models": models, "scale": scale}
+    dev = resolve_device(device)
+    report: dict = {"models": models, "scale": scale, "device": str(dev),
+                    "precision": str(resolve_precision(precision, dev)).removeprefix("torch.")}
     rows: list[dict[str, np.ndarray]] = []
     if faces:
         if not list_images(faces):
             raise UserError(f"{faces}: no images found")
-        result = eval_faces(models, faces, scale, device, progress)
+        result = eval_faces(models, faces, scale, device, precision, progress)
         images = result.pop("_images")
         report["faces"] = result
         n = len(images["lr"])
         rows += [{k: v[i] for k, v in images.items()} for i in sorted({0, n // 3, 2 * n // 3, n - 1})]
     if videos:
-        result = eval_videos(models, videos, scale, crf, max_frames, device, progress)
+        result = eval_videos(models, videos, scale, crf, max_frames, device, precision, progress)
         examples = [c.pop("_example", None) for c in result["clips"]]
         rows += [e for e in examples if e is not None][:4]
         report["videos"] = result
@@ -238,7 +240,7 @@ def run_eval(models: list[str], faces: str | None, videos: str | None, scale: in
 
 def format_report(report: dict) -> str:
     """The tables `facesr eval` prints."""
-    lines = []
+    lines = [f"models run on {report.get('device', 'cpu')} in {report.get('precision', 'float32')}"]
     if "faces" in report:
         f = report["faces"]
         lines += [f"faces: {f['count']} photos in {f['folder']}, x{f['scale']} (LR by area downscaling)",

@@ -133,12 +133,21 @@ class Generator(nn.Module):
                 last.bias.zero_()
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        sr = self.network(lr)
+        if self.config.bicubic_residual:
+            sr = sr + bicubic(lr, self.config.scale)
+        return sr
+
+    def network(self, lr: torch.Tensor) -> torch.Tensor:
+        """The learned part: the SR image, or with `bicubic_residual` what is added to the bicubic upscale."""
         feat = self.head(lr)  # (B, 3, H, W) -> (B, C, H, W)
         feat = feat + self.body_tail(self.blocks(feat))  # the long skip over all residual blocks
-        sr = self.tail(self.upsample(feat))  # (B, C, H, W) -> (B, 3, sH, sW)
-        if self.config.bicubic_residual:
-            sr = sr + F.interpolate(lr, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
-        return sr
+        return self.tail(self.upsample(feat))  # (B, C, H, W) -> (B, 3, sH, sW)
+
+
+def bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The bicubic upscale the residual generators add to (a = -0.75, half-pixel centres, as OpenCV's INTER_CUBIC)."""
+    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
 class Discriminator(nn.Module):

@@ -135,3 +135,11 @@ def test_image_bad_inputs(inputs, tmp_path, astronaut):
 def test_bad_option_values_are_reported_by_argparse():
     proc = facesr("video", "a.mp4", "b.mp4", "--detect-every", "0")
     assert proc.returncode == 2 and "--detect-every" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_float16_on_a_cpu_is_a_clean_error(astronaut, tmp_path):
+    photo = tmp_path / "photo.png"
+    write_rgb(photo, astronaut[::4, ::4])
+    assert_clean_failure(facesr("image", photo, tmp_path / "o.png", "--device", "cpu", "--precision", "float16"),
+                         "--precision float16")
+    assert not (tmp_path / "o.png").exists()

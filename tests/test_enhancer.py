@@ -58,7 +58,7 @@ def test_all_faces_of_a_frame_go_through_the_generator_in_one_batch(astronaut, g
     frame = downscale(on_canvas(grace_hopper[:512], at=(700, 100), canvas=on_canvas(astronaut, at=(80, 150))), 4)
     net = Generator(generator_config("lite", 4))
     batches = []
-    net.register_forward_hook(lambda module, inputs, output: batches.append(inputs[0].shape[0]))
+    net.head.register_forward_hook(lambda module, inputs, output: batches.append(inputs[0].shape[0]))
     e = Enhancer(net, 4, detector="full")
     out = e(frame)
     assert out.shape == (720, 1280, 3)
@@ -99,7 +99,7 @@ def test_cuda_runs_in_half_precision_and_matches_cpu(astronaut):
     assert gpu.resolver.dtype == torch.float16
     cpu = Enhancer("lite", 4, device="cpu")
     assert psnr(gpu(lr), cpu(lr)) > 40
-    assert Enhancer("lite", 4, device="cuda", half=False).resolver.dtype == torch.float32
+    assert Enhancer("lite", 4, device="cuda", precision="float32").resolver.dtype == torch.float32
 
 
 def test_beats_bicubic_on_the_faces_of_a_real_talking_clip(enhancer):

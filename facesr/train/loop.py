@@ -76,7 +76,7 @@ class TrainConfig:
 def evaluate(model: Generator, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """Mean PSNR of the model and of bicubic on the evaluation pairs."""
     was_training = model.training
-    sr = SuperResolver(model, next(model.parameters()).device, half=False)
+    sr = SuperResolver(model, next(model.parameters()).device, "float32")
     out = sr([lr for lr, _ in pairs])
     model.train(was_training)
     scale = model.config.scale

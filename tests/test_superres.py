@@ -1,0 +1,53 @@
+"""SuperResolver: the generator on uint8 crops, its precisions and its OpenCV bicubic skip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facesr.errors import UserError
+from facesr.metrics import psnr
+from facesr.models import Generator, generator_config
+from facesr.superres import SuperResolver, cpu_has_native_bfloat16, resolve_precision
+from facesr.weights import load_generator
+from conftest import ASTRONAUT_FACE
+
+
+def face_crop_of(astronaut: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    return np.ascontiguousarray(astronaut[y0 - 40 : y1 + 40, x0 - 40 : x1 + 40][::4, ::4])
+
+
+@pytest.mark.parametrize("variant", ["lite", "srresnet"])
+def test_float32_output_is_the_generators_forward_rounded(variant, astronaut):
+    """On a CPU the bicubic skip is OpenCV's INTER_CUBIC on the crop, not torch's: the result must not change."""
+    torch.manual_seed(0)
+    net = Generator(generator_config(variant, 4)).eval()
+    resolver = SuperResolver(net, "cpu", "float32")
+    for crop in (face_crop_of(astronaut), face_crop_of(astronaut)[5:, 3:]):
+        got = resolver([crop])[0]
+        with torch.inference_mode():
+            x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+            want = net(x).clamp(0, 1).mul(255).round()[0].permute(1, 2, 0).to(torch.uint8).numpy()
+        assert got.shape == want.shape == (crop.shape[0] * 4, crop.shape[1] * 4, 3)
+        assert np.abs(got.astype(int) - want).max() <= 1  # rounding of values within float error of .5
+
+
+def test_bfloat16_matches_float32_closely(astronaut):
+    crop = face_crop_of(astronaut)
+    fp32 = SuperResolver(load_generator("lite", 4), "cpu", "float32")([crop])[0]
+    bf16 = SuperResolver(load_generator("lite", 4), "cpu", "bfloat16")([crop])[0]
+    assert bf16.dtype == np.uint8 and bf16.shape == fp32.shape
+    assert psnr(bf16, fp32) > 45  # the network's residual only; the bicubic skip stays float32
+
+
+def test_auto_precision_follows_the_hardware():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32)
+    assert resolve_precision("auto", torch.device("cuda")) == torch.float16
+    assert resolve_precision("float32", cpu) == torch.float32
+    with pytest.raises(UserError, match="CUDA only"):
+        resolve_precision("float16", cpu)
+    with pytest.raises(UserError, match="--precision"):
+        resolve_precision("double", cpu)
