@@ -1,4 +1,4 @@
-"""Per-stage latency of every shipped model, CPU float32 (and CUDA half precision where there is a GPU).
+"""Per-stage latency of every shipped model, at the precision users get (--precision auto: bfloat16 on CPUs with it in hardware, else float32; float16 on CUDA).
 
     python benchmarks/latency.py [--out benchmarks/results] [--frames 150] [--repeat 2] [--device auto]
 

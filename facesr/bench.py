@@ -31,12 +31,15 @@ PLOT_STAGES = ("decode", "background", "detect", "track", "sr", "blend", "encode
 
 # The shared clips each scene is made from (all framed 16:9, 1280x720):
 # none: the room beside the person in talking_s18; one: talking_s18, a person in a room at
-# webcam framing; several: three talking-head clips side by side.
+# webcam framing; several: four talking-head clips in a 2x2 grid (a gallery view).
 SCENE_CLIPS = {
     "none": ("talking_s18.mp4",),
     "one": ("talking_s18.mp4",),
-    "several": ("talking_d0.mp4", "talking_d3.mp4", "talking_d6.mp4"),
+    "several": ("talking_d3.mp4", "talking_d6.mp4", "talking_d9.mp4", "talking_d10.mp4"),  # 30 fps, >= 354 frames
 }
+
+
+SCENES_VERSION = 2  # part of the cached clips' names: bump it when a scene changes
 
 
 def _scene_frames(videos: Path, scene: str, frames: int):
@@ -56,10 +59,11 @@ def _scene_frames(videos: Path, scene: str, frames: int):
     else:
         readers = [read_frames(videos / c, frames) for c in clips]
         for tiles in zip(*readers):
-            canvas = np.full((720, 1280, 3), 96, np.uint8)
-            for i, tile in enumerate(tiles):
-                tile = cv2.resize(tile, (420, 420), interpolation=cv2.INTER_AREA)
-                canvas[150:570, 10 + i * 425 : 430 + i * 425] = tile
+            canvas = np.full((720, 1280, 3), 40, np.uint8)
+            for i, tile in enumerate(tiles):  # each close-up fitted into a 640x360 cell
+                y, x = divmod(i, 2)
+                y0, x0 = y * 360, x * 640 + 140
+                canvas[y0 : y0 + 360, x0 : x0 + 360] = cv2.resize(tile, (360, 360), interpolation=cv2.INTER_AREA)
             yield canvas
 
 
@@ -68,7 +72,7 @@ def scene_clip(videos: Path, scene: str, size: tuple[int, int], frames: int, cac
     import av
 
     w, h = size
-    path = cache / f"{scene}_{w}x{h}_{frames}f_crf{crf}.mp4"
+    path = cache / f"{scene}_v{SCENES_VERSION}_{w}x{h}_{frames}f_crf{crf}.mp4"
     if path.is_file():
         return path
     cache.mkdir(parents=True, exist_ok=True)

@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="per-stage latency and fps of `facesr video` against bicubic-only, per size and scene")
     p.add_argument("--model", default=None, help="model(s), comma-separated (default: lite on CPU, srgan on CUDA)")
     p.add_argument("--sizes", default="320x180,160x90,480x270", help="LR call sizes, upscaled 4x (default all three)")
-    p.add_argument("--scenes", default="none,one,several", help="faces in the picture: none, one, several (default all)")
+    p.add_argument("--scenes", default="none,one,several", help="faces in the picture: none, one, several (four, a 2x2 gallery; default all)")
     p.add_argument("--videos", default=str(shared_data("videos")), help="the clips scenes are made from (default ../shared/data/videos)")
     p.add_argument("--scale", type=int, default=4, choices=(2, 4))
     p.add_argument("--frames", type=_int_at_least(10), default=150, help="frames per clip (default 150, 5 s)")
