@@ -70,7 +70,8 @@ class SuperResolver:
     ("auto": float16 on CUDA, bfloat16 on CPUs with native bfloat16, else float32); the
     bicubic upscale a residual generator adds to is always float32, so a lower precision only
     touches the residual (about 0.01 dB on `facesr eval`). On a CPU that upscale is OpenCV's
-    INTER_CUBIC, the same filter as torch's but several times faster.
+    INTER_CUBIC, the same filter as torch's but several times faster. The model is moved and
+    cast in place (as `nn.Module.to` does), so Enhancers sharing one Generator share its precision.
     """
 
     def __init__(self, model: Generator, device: torch.device | str = "cpu", precision: str = "auto"):
