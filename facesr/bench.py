@@ -112,18 +112,18 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
               progress: bool = True) -> dict:
     import torch
 
-    from .enhancer import Enhancer
-    from .superres import resolve_device, resolve_precision
+    from .enhancer import Enhancer, threads_beside_codec
+    from .superres import PRECISION_NAMES, resolve_device, resolve_precision
     from .weights import cache_dir
 
     dev = resolve_device(device)
     report = {
         "device": str(dev),
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-        "precision": str(resolve_precision(precision, dev)).removeprefix("torch."),
+        "precision": PRECISION_NAMES[resolve_precision(precision, dev)],
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": max(1, torch.get_num_threads() // 2),  # as beside_codec_threads() sets them
+        "torch_threads": threads_beside_codec(),
         "scale": scale, "frames": frames, "repeat": repeat,
         "results": [],
     }

@@ -19,6 +19,14 @@ from .models import Generator
 from .superres import SuperResolver, bicubic_upscale, resolve_device
 from .weights import default_model, load_generator
 
+
+def threads_beside_codec() -> int:
+    """The generator's share of the CPU threads while a codec runs beside it: half, at least one."""
+    import torch
+
+    return max(1, torch.get_num_threads() // 2)
+
+
 @contextmanager
 def beside_codec_threads():
     """Half the CPU threads (at least one) for the generator while a video codec runs in threads beside it.
@@ -30,7 +38,7 @@ def beside_codec_threads():
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, before // 2))
+    torch.set_num_threads(threads_beside_codec())
     try:
         yield
     finally:

@@ -29,7 +29,7 @@ from .enhancer import Enhancer
 from .errors import UserError
 from .images import list_images, write_rgb
 from .metrics import flicker, hf_energy_ratio, landmark_error, psnr, ssim
-from .superres import SuperResolver, bicubic_upscale, resolve_device, resolve_precision
+from .superres import PRECISION_NAMES, SuperResolver, bicubic_upscale, resolve_device, resolve_precision
 from .train.data import eval_pairs
 from .video import make_call_clip, probe, read_frames
 from .weights import cache_dir, load_generator
@@ -214,7 +214,7 @@ def run_eval(models: list[str], faces: str | None, videos: str | None, scale: in
         load_generator(name, scale)  # a missing model fails here, before any long work
     dev = resolve_device(device)
     report: dict = {"models": models, "scale": scale, "device": str(dev),
-                    "precision": str(resolve_precision(precision, dev)).removeprefix("torch.")}
+                    "precision": PRECISION_NAMES[resolve_precision(precision, dev)]}
     rows: list[dict[str, np.ndarray]] = []
     if faces:
         if not list_images(faces):

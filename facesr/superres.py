@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import torch
 
+from .errors import UserError
 from .models import Generator, bicubic
 
 
@@ -19,12 +20,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
-
         raise UserError("--device cuda: no CUDA device is available (torch sees none)")
     if name not in ("cpu", "cuda"):
-        from .errors import UserError
-
         raise UserError(f"--device {name}: choose auto, cpu or cuda")
     return torch.device(name)
 
@@ -35,6 +32,7 @@ def bicubic_upscale(img: np.ndarray, scale: int) -> np.ndarray:
 
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRECISION_NAMES = {dtype: name for name, dtype in PRECISIONS.items()}
 
 
 def cpu_has_native_bfloat16() -> bool:
@@ -52,12 +50,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
             return torch.float16
         return torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
     if name not in PRECISIONS:
-        from .errors import UserError
-
         raise UserError(f"--precision {name}: choose auto, {', '.join(PRECISIONS)}")
     if name == "float16" and device.type != "cuda":
-        from .errors import UserError
-
         raise UserError("--precision float16 runs on CUDA only; on a CPU use bfloat16 or float32")
     return PRECISIONS[name]
 
@@ -77,7 +71,7 @@ class SuperResolver:
     def __init__(self, model: Generator, device: torch.device | str = "cpu", precision: str = "auto"):
         self.device = torch.device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.precision = str(self.dtype).removeprefix("torch.")
+        self.precision = PRECISION_NAMES[self.dtype]
         self.model = model.to(self.device, self.dtype).eval()
         self.scale = model.config.scale
 
@@ -90,16 +84,13 @@ class SuperResolver:
         batch = np.stack([_pad_to(c, h, w) for c in crops])  # (B, h, w, 3) uint8
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)  # (B, h, w, 3) -> (B, 3, h, w)
         x = x.float().div_(255.0)
-        y = self.model.network(x.to(self.dtype)).float()  # (B, 3, sh, sw)
-        if self.model.config.bicubic_residual:
-            y = y.permute(0, 2, 3, 1)  # -> (B, sh, sw, 3), a view
-            if self.device.type == "cpu":
-                y = y.mul_(255.0).add_(torch.from_numpy(np.stack([_cv2_bicubic(b, self.scale) for b in batch])))
-            else:
-                up = bicubic(x, self.scale).permute(0, 2, 3, 1)  # CUDA: float32, on the device
-                y = y.add_(up).mul_(255.0)
-        else:
-            y = y.permute(0, 2, 3, 1).mul_(255.0)
+        y = self.model.network(x.to(self.dtype)).float().permute(0, 2, 3, 1)  # -> (B, sh, sw, 3), a view
+        if not self.model.config.bicubic_residual:
+            y = y.mul_(255.0)
+        elif self.device.type == "cpu":
+            y = y.mul_(255.0).add_(torch.from_numpy(np.stack([_cv2_bicubic(b, self.scale) for b in batch])))
+        else:  # CUDA: the bicubic skip in float32, on the device
+            y = y.add_(bicubic(x, self.scale).permute(0, 2, 3, 1)).mul_(255.0)
         out = y.clamp_(0.0, 255.0).round_().to(torch.uint8).cpu().numpy()  # (B, sh, sw, 3)
         s = self.scale
         return [np.ascontiguousarray(out[i, : c.shape[0] * s, : c.shape[1] * s]) for i, c in enumerate(crops)]
