@@ -42,7 +42,13 @@ class Crop:
         return slice(self.y0 * s, self.y1 * s), slice(self.x0 * s, self.x1 * s)
 
 
-def face_crop(box: np.ndarray, frame_shape: tuple[int, ...], margin: float = 0.35, min_side: int = 8) -> Crop | None:
+# The crop's margin around the face box, a fraction of the box's side on each side. Against the
+# earlier 0.35, 0.2 feeds the generator 0.68x the pixels and costs 0.01 dB on compressed calls
+# (`facesr eval`, lite, 100 frames: face PSNR gain +0.441 against +0.451 dB, flicker 2.398 against 2.392).
+MARGIN = 0.2
+
+
+def face_crop(box: np.ndarray, frame_shape: tuple[int, ...], margin: float = MARGIN, min_side: int = 8) -> Crop | None:
     """The crop around an integer square face box (x0, y0, x1, y1), or None if too little of it is in frame."""
     h, w = frame_shape[:2]
     side = int(box[2] - box[0])

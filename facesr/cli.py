@@ -46,7 +46,14 @@ def _add_face_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-every", type=_int_at_least(1), default=3, metavar="N", help="run the detector every N frames, track between (default 3)")
 
 
-def _make_enhancer(args: argparse.Namespace, *, fps: float = 30.0, background_only: bool = False, model=None):
+def _add_workers_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_int_at_least(1), default=2, metavar="N",
+                   help="frames super-resolved at once, each in a thread of its own, while detection and "
+                        "tracking keep frame order (default 2; 1: frame by frame)")
+
+
+def _make_enhancer(args: argparse.Namespace, *, fps: float = 30.0, background_only: bool = False, model=None,
+                   workers: int = 1):
     """An Enhancer as the command-line options say; `model` (e.g. an already loaded Generator) overrides --model."""
     from .enhancer import Enhancer
 
@@ -60,6 +67,7 @@ def _make_enhancer(args: argparse.Namespace, *, fps: float = 30.0, background_on
         detect_every=args.detect_every,
         fps=fps,
         background_only=background_only,
+        workers=workers,
     )
 
 
@@ -93,7 +101,8 @@ def cmd_video(args: argparse.Namespace) -> None:
     src, dst = Path(args.input), Path(args.output)
     info = probe(src)
     check_output(src, dst, args.codec)  # fail fast, before the models load
-    enhancer = _make_enhancer(args, fps=float(info.fps) or 30.0, background_only=args.background_only)
+    enhancer = _make_enhancer(args, fps=float(info.fps) or 30.0, background_only=args.background_only,
+                              workers=1 if args.side_by_side else args.workers)
     s = args.scale
     out_w, out_h = info.width * s, info.height * s
 
@@ -224,7 +233,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if not videos.is_dir():
         raise UserError(f"--videos {videos}: no such folder (the bench clips are made from ../shared/data/videos)")
     report = run_bench(models, sizes=sizes, scenes=scenes, videos=videos, scale=args.scale, frames=args.frames,
-                       repeat=args.repeat, device=args.device, precision=args.precision,
+                       repeat=args.repeat, device=args.device, precision=args.precision, workers=args.workers,
                        progress=not args.quiet)
     write_report(report, args.json, args.plot)
 
@@ -289,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default=None, help="video encoder (default libx264; libvpx-vp9 for .webm)")
     p.add_argument("--side-by-side", action="store_true", help="bicubic on the left, facesr on the right")
     p.add_argument("--background-only", action="store_true", help="no face SR: the bicubic-only pipeline (the baseline)")
+    _add_workers_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_video)
 
@@ -339,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=_int_at_least(10), default=150, help="frames per clip (default 150, 5 s)")
     p.add_argument("--repeat", type=_int_at_least(1), default=2, help="runs of each, alternating with bicubic-only (default 2)")
     _add_device_args(p)
+    _add_workers_arg(p)
     p.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="per-stage stacked bars and latency per frame over time")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per result")

@@ -7,13 +7,16 @@ what the benchmarks time is what users run.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .blend import face_crop, match_low_frequencies, paste
+from .blend import MARGIN, Crop, face_crop, match_low_frequencies, paste
 from .detect import FaceDetector, FaceTracker
 from .models import Generator
 from .superres import SuperResolver, bicubic_upscale, resolve_device
@@ -50,32 +53,33 @@ IO_STAGES = ("decode", "encode")  # timed by video.transcode when it is given th
 
 
 class StageTimer:
-    """Milliseconds per stage per frame; `summary()` gives p50/p95/p99."""
+    """Milliseconds per stage per frame; `summary()` gives p50/p95/p99.
+
+    Each frame's stage times are gathered in a dict of their own (`frame()`) and recorded in
+    frame order (`record()`), so frames worked on at once in several threads are timed right.
+    """
 
     def __init__(self) -> None:
         self.samples: dict[str, list[float]] = defaultdict(list)
-        self.last: dict[str, float] = {}
 
+    @staticmethod
     @contextmanager
-    def stage(self, name: str):
+    def stage(times: dict[str, float], name: str):
+        """Add the time spent in the block to `times[name]`."""
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.add(name, (time.perf_counter() - t0) * 1000.0)
+            times[name] = times.get(name, 0.0) + (time.perf_counter() - t0) * 1000.0
 
-    def add(self, name: str, ms: float) -> None:
-        """Time spent on `name` for the frame in progress."""
-        self.last[name] = self.last.get(name, 0.0) + ms
-
-    def end_frame(self) -> None:
-        for name in STAGES + tuple(n for n in self.last if n not in STAGES):
-            self.samples[name].append(self.last.get(name, 0.0))
-        self.samples["total"].append(sum(self.last.values()))
-        self.last = {}
+    def record(self, times: dict[str, float]) -> None:
+        """One frame's stage times, frames in order."""
+        for name in STAGES + tuple(n for n in times if n not in STAGES):
+            self.samples[name].append(times.get(name, 0.0))
+        self.samples["total"].append(sum(times.values()))
 
     def merge(self, name: str, per_frame: list[float]) -> None:
-        """Add a stage timed elsewhere (the encoder thread), one value per frame in order."""
+        """Add a stage timed elsewhere (the decoder and encoder threads), one value per frame in order."""
         total = self.samples["total"]
         for i, ms in enumerate(per_frame[: len(total)]):
             total[i] += ms
@@ -89,6 +93,16 @@ class StageTimer:
         }
 
 
+@dataclass
+class _Job:
+    """One frame between planning (in order) and rendering (in any thread)."""
+
+    frame: np.ndarray
+    crops: list[tuple[Crop, float]]  # each face's crop and fade-in/out alpha
+    times: dict[str, float] = field(default_factory=dict)
+    done: bool = False
+
+
 class Enhancer:
     """Face super-resolution over a bicubic background, frame by frame, for one stream.
 
@@ -98,6 +112,11 @@ class Enhancer:
     float16 on CUDA and in bfloat16 on CPUs with native bfloat16 (see SuperResolver).
     background_only=True is the bicubic-only pipeline (the benchmarks' baseline).
     One Enhancer holds one stream's tracker: use one per stream, or call reset().
+
+    Each frame is planned (detect or track, then the crops) in order, and rendered (bicubic
+    background, SR, blend) after. `enhance()` does both at once; `submit()` plans now and
+    renders in one of `workers` threads, so with workers > 1 several frames are super-resolved
+    at once while the frames' order and the tracker's stay as they were.
     """
 
     def __init__(
@@ -110,17 +129,24 @@ class Enhancer:
         device: str = "auto",
         precision: str = "auto",
         detect_every: int = 3,
-        margin: float = 0.35,
+        margin: float = MARGIN,
         fps: float = 30.0,
         background_only: bool = False,
         allow_untrained: bool = False,
+        workers: int = 1,
     ):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         self.scale = scale
         self.margin = margin
         self.background_only = background_only
         self.timer = StageTimer()
         self.resolver: SuperResolver | None = None
         self.tracker: FaceTracker | None = None
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="facesr-render") if workers > 1 else None
+        self._jobs: deque[_Job] = deque()  # planned, not yet recorded in the timer, in frame order
+        self._lock = threading.Lock()
         if background_only:
             return
         if model is None:
@@ -145,26 +171,57 @@ class Enhancer:
 
     def enhance(self, frame: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (sH, sW, 3) uint8 RGB."""
+        return self._render(self._plan(frame))
+
+    def submit(self, frame: np.ndarray) -> Future:
+        """Plan `frame` now (call in frame order) and render it in a worker thread: a Future of
+        what `enhance(frame)` returns. With one worker it is rendered before this returns."""
+        job = self._plan(frame)
+        if self._pool is not None:
+            return self._pool.submit(self._render, job)
+        future: Future = Future()
+        future.set_result(self._render(job))
+        return future
+
+    def _plan(self, frame: np.ndarray) -> _Job:
+        """Detect or track (in order: the tracker follows the faces from frame to frame), then crop."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
-        timer, s = self.timer, self.scale
-        with timer.stage("background"):
-            out = bicubic_upscale(frame, s)
+        job = _Job(frame, [])
         if self.tracker is not None:
-            stage = "detect" if self.tracker.detects_next else "track"
-            with timer.stage(stage):
+            with StageTimer.stage(job.times, "detect" if self.tracker.detects_next else "track"):
                 tracks = self.tracker.update(frame)
-            crops = [(c, t.alpha) for t in tracks if (c := face_crop(t.box, frame.shape, self.margin)) is not None]
-            if crops:
-                lr_crops = [np.ascontiguousarray(c.of(frame)) for c, _ in crops]
-                with timer.stage("sr"):
+            job.crops = [(c, t.alpha) for t in tracks if (c := face_crop(t.box, frame.shape, self.margin)) is not None]
+        with self._lock:
+            self._jobs.append(job)
+        return job
+
+    def _render(self, job: _Job) -> np.ndarray:
+        """The bicubic background, then each face super-resolved and blended in; any thread."""
+        try:
+            frame, s, times = job.frame, self.scale, job.times
+            with StageTimer.stage(times, "background"):
+                out = bicubic_upscale(frame, s)
+            if job.crops:
+                lr_crops = [np.ascontiguousarray(c.of(frame)) for c, _ in job.crops]
+                with StageTimer.stage(times, "sr"):
                     srs = self.resolver(lr_crops)
-                with timer.stage("blend"):
-                    for (crop, alpha), lr, sr in zip(crops, lr_crops, srs):
+                with StageTimer.stage(times, "blend"):
+                    for (crop, alpha), lr, sr in zip(job.crops, lr_crops, srs):
                         paste(out, match_low_frequencies(sr, lr, s), crop, s, alpha=alpha)
-        timer.end_frame()
-        return out
+            return out
+        finally:
+            self._finished(job)
+
+    def _finished(self, job: _Job) -> None:
+        """Record the stage times of every finished frame not preceded by an unfinished one."""
+        with self._lock:
+            job.done = True
+            while self._jobs and self._jobs[0].done:
+                self.timer.record(self._jobs.popleft().times)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         if self.tracker is not None:
             self.tracker.detector.close()

@@ -39,6 +39,7 @@ Design notes:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -47,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -398,13 +400,28 @@ class _Audio:
 # --- the loop ----------------------------------------------------------------------------
 
 
+def _submitter(transform: Transform) -> tuple[Callable[[np.ndarray], Future], int]:
+    """(submit, frames in flight): a transform with ``submit`` (an Enhancer with several workers)
+    works on ``workers`` frames at once; any other callable on one frame at a time, right away."""
+    if hasattr(transform, "submit"):
+        return transform.submit, getattr(transform, "workers", 1)
+
+    def now(frame: np.ndarray) -> Future:
+        future: Future = Future()
+        future.set_result(transform(frame))
+        return future
+
+    return now, 0
+
+
 def _run(container, out, info, transform, size, src, dst, codec, crf, preset, audio_fallback,
          progress, desc, timer=None) -> dict:
     """Three threads, in order: decode -> transform (this thread) -> encode and mux.
 
     Decoding and encoding overlap the transform of the frames between them (PyAV, OpenCV
     and torch release the GIL while they work); bounded queues keep a few frames in flight
-    and every frame and audio packet in its order. An error in any step stops all three and
+    and every frame and audio packet in its order. A transform with ``submit`` (an Enhancer
+    with several workers) transforms that many frames at once in threads of its own. An error in any step stops all three and
     is raised here, the transform's own exceptions unchanged.
     """
     ivs = container.streams.video[0]
@@ -421,6 +438,7 @@ def _run(container, out, info, transform, size, src, dst, codec, crf, preset, au
     stop = threading.Event()
     failures: list[BaseException] = []
     counts = {"frames": 0, "skipped": 0}
+    decode_ms: list[float] = []
     encode_ms: list[float] = []
 
     def put(q: queue.Queue, item) -> bool:
@@ -514,25 +532,36 @@ def _run(container, out, info, transform, size, src, dst, codec, crf, preset, au
     writer = threading.Thread(target=write, args=(bar,), name="facesr-encode", daemon=True)
     reader.start()
     writer.start()
+    submit, in_flight = _submitter(transform)
+    pending: collections.deque = collections.deque()  # video frames being transformed, audio between them
+
+    def hand_on(keep: int) -> None:
+        """Pass finished items to the encoder in order, blocking until at most `keep` frames are in flight."""
+        while pending and (pending[0][0] != "video" or len(pending) > keep or pending[0][1].done()):
+            item = pending.popleft()
+            if item[0] == "video":
+                _, future, pts, tb = item
+                result = future.result()  # the transform's own exception, unchanged
+                _check_transformed(result, size)
+                item = ("video", result, pts, tb)
+            put(transformed, item)
+
     try:
         while not failures:
             item = get(decoded)
             kind = item[0]
             if kind == "error":
                 raise item[1]
-            if kind in ("audio", "end"):
-                put(transformed, item)
-                if kind == "end":
-                    break
-                continue
             if kind == "stopped":
                 break
-            _, rgb, pts, tb, decode_ms = item
-            if timer is not None:
-                timer.add("decode", decode_ms)
-            result = transform(rgb)
-            _check_transformed(result, size)
-            put(transformed, ("video", result, pts, tb))
+            if kind == "video":
+                _, rgb, pts, tb, ms = item
+                decode_ms.append(ms)
+                item = ("video", submit(rgb), pts, tb)
+            pending.append(item)
+            hand_on(0 if kind == "end" else in_flight)
+            if kind == "end":
+                break
         writer.join()
         if failures:
             raise failures[0]
@@ -545,6 +574,7 @@ def _run(container, out, info, transform, size, src, dst, codec, crf, preset, au
     if n == 0:
         raise UserError(f"{src}: no video frames could be decoded")
     if timer is not None:
+        timer.merge("decode", decode_ms)
         timer.merge("encode", encode_ms)
     if skipped:
         log.warning("%s: skipped %d undecodable video packet(s)", src, skipped)

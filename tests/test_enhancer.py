@@ -68,6 +68,30 @@ def test_all_faces_of_a_frame_go_through_the_generator_in_one_batch(astronaut, g
     e.close()
 
 
+def test_several_workers_give_the_frames_one_worker_gives_in_order(astronaut):
+    """submit() with two render threads: the same frames as enhance() frame by frame, and one
+    timing sample per frame."""
+    lr = downscale(astronaut, 4)
+    # a face drifting right a pixel per frame, so the tracker's state matters from frame to frame
+    frames = [np.ascontiguousarray(np.roll(lr, i, axis=1)) for i in range(8)]
+    one = Enhancer("lite", 4, device="cpu", precision="float32")
+    expected = [one.enhance(f) for f in frames]
+    one.close()
+    two = Enhancer("lite", 4, device="cpu", precision="float32", workers=2)
+    futures = [two.submit(f) for f in frames]
+    got = [f.result() for f in futures]
+    two.close()
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert not np.array_equal(got[0], bicubic(frames[0], 4))  # the face was super-resolved
+    assert len(two.timer.samples["sr"]) == len(two.timer.samples["total"]) == len(frames)
+    assert all(ms > 0 for ms in two.timer.samples["sr"])
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError):
+        Enhancer(background_only=True, workers=0)
+
+
 def test_model_scale_must_match(astronaut):
     with pytest.raises(ValueError):
         Enhancer(Generator(generator_config("lite", 2)), 4)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -142,6 +145,45 @@ def test_round_trip_mp4(clips, out_dir, clip):
     info_in, info_out = probe(src), probe(dst)
     assert info_out.fps == info_in.fps
     assert info_out.duration == pytest.approx(info_in.duration, abs=1.01 / float(in_rate))
+
+
+class Pipelined:
+    """A transform with `submit`, as an Enhancer with several workers: frames finish out of order."""
+
+    def __init__(self, fn, workers=3):
+        self.fn, self.workers = fn, workers
+        self.pool = ThreadPoolExecutor(workers)
+        self.rng = random.Random(0)
+
+    def submit(self, frame):
+        delay = self.rng.uniform(0, 0.02)
+        return self.pool.submit(lambda: (time.sleep(delay), self.fn(frame))[1])
+
+
+def test_a_pipelined_transform_keeps_frames_timestamps_and_audio_in_order(clips, out_dir):
+    src = clips["av"]
+    transcode(src, out_dir / "sync.mp4", double, (2 * W, 2 * H), progress=False)
+    stats = transcode(src, out_dir / "piped.mp4", Pipelined(double), (2 * W, 2 * H), progress=False)
+    assert stats["frames"] == N and stats["audio"] == "copy"
+    sync_times, sync_frames, _, _ = decode_video(out_dir / "sync.mp4")
+    times, frames, _, _ = decode_video(out_dir / "piped.mp4")
+    assert times == sync_times == decode_video(src)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(frames, sync_frames))
+    assert audio_summary(out_dir / "piped.mp4") == audio_summary(out_dir / "sync.mp4")
+
+
+def test_a_pipelined_transforms_failure_is_raised_unchanged_and_leaves_nothing(clips, out_dir):
+    calls = []
+
+    def flaky(frame):
+        calls.append(1)
+        if len(calls) == 7:
+            raise RuntimeError("boom in a worker")
+        return double(frame)
+
+    with pytest.raises(RuntimeError, match="boom in a worker"):
+        transcode(clips["av"], out_dir / "o.mp4", Pipelined(flaky), (2 * W, 2 * H), progress=False)
+    assert os.listdir(out_dir) == []
 
 
 @pytest.mark.parametrize("ext, vcodec, acodec", [(".webm", "vp9", "opus"), (".mkv", "h264", "aac"), (".mov", "h264", "aac")])
