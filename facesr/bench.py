@@ -189,7 +189,8 @@ def plot(report: dict, path: str | Path) -> None:
     bars.plot(labels, bicubic, "r_", markersize=24, mew=2, label="bicubic-only end to end")
     bars.set_ylabel("ms per frame (p50)")
     bars.set_title(f"facesr per-stage latency, {report['device']} {report['precision']}"
-                   + (f" ({report['gpu']})" if report["gpu"] else f" ({report['cpu_count']} cores)"))
+                   + (f" ({report['gpu']}" if report["gpu"] else f" ({report['cpu_count']} cores")
+                   + f", {report.get('workers', 1)} render workers)")
     bars.legend(fontsize=8, ncol=3)
     bars.tick_params(axis="x", labelsize=7)
     for r in rows:
