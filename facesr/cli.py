@@ -121,9 +121,12 @@ def cmd_video(args: argparse.Namespace) -> None:
         from .weights import default_model
 
         what = f"{args.model or default_model(enhancer.device)} x{s} on {enhancer.device}"
-    with beside_codec_threads():
-        stats = transcode(src, dst, transform, out_size, codec=args.codec, crf=args.crf, progress=not args.quiet, desc=what)
-    enhancer.close()
+    try:
+        with beside_codec_threads():
+            stats = transcode(src, dst, transform, out_size, codec=args.codec, crf=args.crf, progress=not args.quiet,
+                              desc=what)
+    finally:
+        enhancer.close()  # also waits for any frame still being rendered
     print(f"{dst}: {stats['frames']} frames {info.width}x{info.height} -> {out_size[0]}x{out_size[1]} "
           f"in {stats['seconds']:.1f} s ({stats['fps']:.1f} fps, {what})", file=sys.stderr)
 

@@ -421,8 +421,8 @@ def _run(container, out, info, transform, size, src, dst, codec, crf, preset, au
     Decoding and encoding overlap the transform of the frames between them (PyAV, OpenCV
     and torch release the GIL while they work); bounded queues keep a few frames in flight
     and every frame and audio packet in its order. A transform with ``submit`` (an Enhancer
-    with several workers) transforms that many frames at once in threads of its own. An error in any step stops all three and
-    is raised here, the transform's own exceptions unchanged.
+    with several workers) transforms that many frames at once in threads of its own. An error
+    in any step stops all three and is raised here, the transform's own exceptions unchanged.
     """
     ivs = container.streams.video[0]
     ivs.thread_type = "AUTO"
