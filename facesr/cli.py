@@ -102,7 +102,7 @@ def cmd_video(args: argparse.Namespace) -> None:
     info = probe(src)
     check_output(src, dst, args.codec)  # fail fast, before the models load
     enhancer = _make_enhancer(args, fps=float(info.fps) or 30.0, background_only=args.background_only,
-                              workers=1 if args.side_by_side else args.workers)
+                              workers=args.workers)
     s = args.scale
     out_w, out_h = info.width * s, info.height * s
 

@@ -55,8 +55,8 @@ IO_STAGES = ("decode", "encode")  # timed by video.transcode when it is given th
 class StageTimer:
     """Milliseconds per stage per frame; `summary()` gives p50/p95/p99.
 
-    Each frame's stage times are gathered in a dict of their own (`frame()`) and recorded in
-    frame order (`record()`), so frames worked on at once in several threads are timed right.
+    Each frame's stage times are gathered in a dict of their own (`stage(times, name)`) and
+    recorded in frame order (`record()`), so frames worked on at once in several threads are timed right.
     """
 
     def __init__(self) -> None:

@@ -172,17 +172,23 @@ def test_a_pipelined_transform_keeps_frames_timestamps_and_audio_in_order(clips,
     assert audio_summary(out_dir / "piped.mp4") == audio_summary(out_dir / "sync.mp4")
 
 
-def test_a_pipelined_transforms_failure_is_raised_unchanged_and_leaves_nothing(clips, out_dir):
+def failing_at(n: int, exc: type[BaseException], message: str):
+    """A transform that doubles frames and raises `exc(message)` on the n-th."""
     calls = []
 
     def flaky(frame):
         calls.append(1)
-        if len(calls) == 7:
-            raise RuntimeError("boom in a worker")
+        if len(calls) == n:
+            raise exc(message)
         return double(frame)
 
+    return flaky
+
+
+def test_a_pipelined_transforms_failure_is_raised_unchanged_and_leaves_nothing(clips, out_dir):
     with pytest.raises(RuntimeError, match="boom in a worker"):
-        transcode(clips["av"], out_dir / "o.mp4", Pipelined(flaky), (2 * W, 2 * H), progress=False)
+        transcode(clips["av"], out_dir / "o.mp4", Pipelined(failing_at(7, RuntimeError, "boom in a worker")),
+                  (2 * W, 2 * H), progress=False)
     assert os.listdir(out_dir) == []
 
 
@@ -334,16 +340,8 @@ def test_transform_failure_leaves_nothing(clips, out_dir, exc, existing):
     dst = out_dir / "o.mp4"
     if existing:
         dst.write_bytes(b"precious")
-    calls = []
-
-    def flaky(frame):
-        calls.append(1)
-        if len(calls) == 10:
-            raise exc("boom")
-        return double(frame)
-
     with pytest.raises(exc, match="boom"):
-        transcode(clips["av"], dst, flaky, (2 * W, 2 * H), progress=False)
+        transcode(clips["av"], dst, failing_at(10, exc, "boom"), (2 * W, 2 * H), progress=False)
     if existing:
         assert os.listdir(out_dir) == ["o.mp4"] and dst.read_bytes() == b"precious"
     else:
