@@ -5,7 +5,9 @@
 Runs `facesr bench` (facesr/bench.py) over the full matrix for the CPU models (`lite`,
 `lite-gan`: three call sizes x no face / one face / several faces) and, as the paper-sized
 `srresnet`/`srgan` take about 300 ms per face on two CPU cores, over 320x180 with fewer frames
-for them on CPU (the full matrix on CUDA). Writes latency_<device>.json and .png in --out.
+for them on CPU (the full matrix on CUDA). On a CPU also `lite` in int8 (`--precision int8`,
+opt-in: faster, but it flickers more), with faces. Each row records its precision. Writes
+latency_<device>.json and .png in --out.
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device).type
     videos = shared_data("videos")
-    plans = [(["lite", "lite-gan"], list(SIZES), list(SCENES), args.frames)]
+    plans = [(["lite", "lite-gan"], list(SIZES), list(SCENES), args.frames, "auto")]
     if device == "cuda":
-        plans.append((["srresnet", "srgan"], list(SIZES), list(SCENES), args.frames))
+        plans.append((["srresnet", "srgan"], list(SIZES), list(SCENES), args.frames, "auto"))
     else:
-        plans.append((["srresnet", "srgan"], ["320x180"], ["one", "several"], 30))
+        plans.append((["lite"], list(SIZES), ["one", "several"], args.frames, "int8"))
+        plans.append((["srresnet", "srgan"], ["320x180"], ["one", "several"], 30, "auto"))
     report = None
-    for models, sizes, scenes, frames in plans:
+    for models, sizes, scenes, frames, precision in plans:
         part = run_bench(models, sizes=sizes, scenes=scenes, videos=videos, frames=frames, repeat=args.repeat,
-                         device=args.device)
+                         device=args.device, precision=precision)
         if report is None:
             report = part
         else:

@@ -114,14 +114,15 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
     import torch
 
     from .enhancer import Enhancer, threads_beside_codec
-    from .superres import PRECISION_NAMES, resolve_device, resolve_precision
-    from .weights import cache_dir
+    from .superres import describe_precisions, precision_name, resolve_device
+    from .weights import cache_dir, load_generator
 
     dev = resolve_device(device)
+    chosen = {m: precision_name(load_generator(m, scale), precision, dev) for m in models}
     report = {
         "device": str(dev),
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-        "precision": PRECISION_NAMES[resolve_precision(precision, dev)],
+        "precision": describe_precisions(chosen),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads_beside_codec(),
@@ -148,6 +149,7 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
                 fps = {k: float(np.median([r["fps"] for r in v])) for k, v in runs.items()}
                 row = {
                     "size": size_name, "out": f"{size[0] * scale}x{size[1] * scale}", "scene": scene, "model": model,
+                    "precision": chosen[model],
                     "fps": round(fps["facesr"], 1), "bicubic_fps": round(fps["bicubic"], 1),
                     "time_ratio": round(fps["bicubic"] / fps["facesr"], 2),
                     "stages": best["facesr"]["stages"], "bicubic_stages": best["bicubic"]["stages"],
@@ -159,10 +161,15 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
     return report
 
 
+def model_label(row: dict) -> str:
+    """The row's model, with "int8" where it ran in the opt-in int8 (the report's precision covers the rest)."""
+    return f"{row['model']} int8" if row.get("precision") == "int8" else row["model"]
+
+
 def format_row(row: dict) -> str:
     st = row["stages"]
     cell = lambda k: f"{st[k]['p50']:.1f}/{st[k]['p95']:.1f}/{st[k]['p99']:.1f}" if k in st else "-"  # noqa: E731
-    return (f"{row['size']:>7} -> {row['out']:<9} {row['scene']:<8} {row['model']:<9} {row['fps']:>6.1f} fps "
+    return (f"{row['size']:>7} -> {row['out']:<9} {row['scene']:<8} {model_label(row):<9} {row['fps']:>6.1f} fps "
             f"(bicubic-only {row['bicubic_fps']:.1f}, {row['time_ratio']:.2f}x)  ms p50/p95/p99: "
             + "  ".join(f"{k} {cell(k)}" for k in ("decode", "detect", "track", "sr", "blend", "encode")))
 
@@ -177,7 +184,7 @@ def plot(report: dict, path: str | Path) -> None:
         raise UserError("--plot needs matplotlib (pip install matplotlib)") from None
     rows = report["results"]
     fig, (bars, lines) = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(rows) + 3), 9))
-    labels = [f"{r['size']}\n{r['scene']}\n{r['model']}" for r in rows]
+    labels = [f"{r['size']}\n{r['scene']}\n{model_label(r)}" for r in rows]
     bottom = np.zeros(len(rows))
     for stage in PLOT_STAGES:
         vals = np.array([r["stages"].get(stage, {}).get("p50", 0.0) for r in rows])
@@ -194,7 +201,7 @@ def plot(report: dict, path: str | Path) -> None:
     bars.legend(fontsize=8, ncol=3)
     bars.tick_params(axis="x", labelsize=7)
     for r in rows:
-        lines.plot(r["per_frame_ms"], lw=0.8, label=f"{r['size']} {r['scene']} {r['model']}")
+        lines.plot(r["per_frame_ms"], lw=0.8, label=f"{r['size']} {r['scene']} {model_label(r)}")
     lines.set_xlabel("frame")
     lines.set_ylabel("ms (decode + Enhancer + encode)")
     lines.set_title("latency per frame over time")

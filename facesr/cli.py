@@ -32,9 +32,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the generator runs (default auto)")
-    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                   help="the generator's arithmetic: auto is float16 on CUDA, bfloat16 on CPUs that have it "
-                        "in hardware (AVX-512 BF16, AMX), else float32")
+    p.add_argument("--precision", default="auto", choices=("auto", "int8", "float32", "bfloat16", "float16"),
+                   help="the generator's arithmetic: auto is float16 on CUDA, bfloat16 on CPUs that have it in "
+                        "hardware (AVX-512 BF16, AMX), else float32; int8 runs the model's int8 file in ONNX Runtime "
+                        "on a CPU (lite, lite-gan): faster, most of all without native bfloat16, but it flickers more")
 
 
 def _add_face_args(p: argparse.ArgumentParser) -> None:
@@ -274,6 +275,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print_report(report)
 
 
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from .int8 import build_int8
+    from .weights import load_generator
+
+    for model in args.model.split(","):
+        generator = load_generator(model, args.scale)
+        out = build_int8(generator, generator.weights_file, args.faces, args.out, count=args.count)
+        print(f"{model}: int8 model written to {out}", file=sys.stderr)
+
+
 def cmd_fetch_models(args: argparse.Namespace) -> None:
     from .weights import fetch_detector_models
 
@@ -403,6 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vgg-weights", default=None, metavar="FILE",
                    help="torchvision vgg19 state dict: use the paper's VGG54 content loss instead of L1 + feature matching")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("quantize", help="build a model's int8 twin (ONNX Runtime), the fast CPU path, beside its weights")
+    p.add_argument("--model", default="lite",
+                   help="srresnet, srgan, lite, lite-gan or a .safetensors file, or several comma-separated (default lite)")
+    p.add_argument("--scale", type=int, default=4, choices=(2, 4))
+    p.add_argument("--faces", default=str(shared_data("faces/train")),
+                   help="face images to calibrate the activation ranges on (default ../shared/data/faces/train)")
+    p.add_argument("--count", type=_int_at_least(1), default=128, metavar="N", help="faces to calibrate on (default 128)")
+    p.add_argument("--out", default=None, help="output file (default: beside the weights, NAME-xS.int8.onnx)")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("fetch-models", help="download and verify the BlazeFace detector models (done on first use anyway)")
     p.set_defaults(func=cmd_fetch_models)

@@ -29,7 +29,7 @@ from .enhancer import Enhancer
 from .errors import UserError
 from .images import list_images, write_rgb
 from .metrics import flicker, hf_energy_ratio, landmark_error, psnr, ssim
-from .superres import PRECISION_NAMES, SuperResolver, bicubic_upscale, resolve_device, resolve_precision
+from .superres import SuperResolver, bicubic_upscale, describe_precisions, precision_name, resolve_device
 from .train.data import eval_pairs
 from .video import make_call_clip, probe, read_frames
 from .weights import cache_dir, load_generator
@@ -210,11 +210,10 @@ def run_eval(models: list[str], faces: str | None, videos: str | None, scale: in
     for folder in (faces, videos):
         if folder and not Path(folder).is_dir():
             raise UserError(f"{folder}: no such folder")
-    for name in models:
-        load_generator(name, scale)  # a missing model fails here, before any long work
     dev = resolve_device(device)
-    report: dict = {"models": models, "scale": scale, "device": str(dev),
-                    "precision": PRECISION_NAMES[resolve_precision(precision, dev)]}
+    # a missing model (or int8 file asked for) fails here, before any long work
+    chosen = {name: precision_name(load_generator(name, scale), precision, dev) for name in models}
+    report: dict = {"models": models, "scale": scale, "device": str(dev), "precision": describe_precisions(chosen)}
     rows: list[dict[str, np.ndarray]] = []
     if faces:
         if not list_images(faces):

@@ -107,6 +107,7 @@ class Generator(nn.Module):
     def __init__(self, config: GeneratorConfig):
         super().__init__()
         self.config = c = config
+        self.weights_file = None  # the safetensors file it was loaded from, if any (weights.load_generator)
         k = c.head_kernel
         self.head = nn.Sequential(nn.Conv2d(3, c.channels, k, padding=k // 2), nn.PReLU(c.channels))
         self.blocks = nn.Sequential(*[ResidualBlock(c.channels, c.batch_norm) for _ in range(c.blocks)])

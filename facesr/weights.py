@@ -107,6 +107,7 @@ def load_generator(model: str | None = None, scale: int = 4, *, allow_untrained:
         raise UserError(f"{path}: holds a x{config.scale} model, not x{scale}")
     net = Generator(config)
     net.load_state_dict(state)
+    net.weights_file = path  # where an int8 twin is looked for (facesr/int8.py)
     return net.eval()
 
 
