@@ -281,7 +281,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
     for model in args.model.split(","):
         generator = load_generator(model, args.scale)
-        out = build_int8(generator, generator.weights_file, args.faces, args.out, count=args.count)
+        out = build_int8(generator, args.faces, args.out, count=args.count)
         print(f"{model}: int8 model written to {out}", file=sys.stderr)
 
 

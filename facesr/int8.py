@@ -19,7 +19,6 @@ Only running needs onnxruntime; building also needs onnx and onnxscript (the exp
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -32,6 +31,7 @@ import torch
 
 from .errors import UserError
 from .models import Generator
+from .weights import file_sha256
 
 SOURCE_KEY = "facesr.source_sha256"
 CALIBRATION_KEY = "facesr.calibration"
@@ -43,18 +43,6 @@ def int8_path(weights_file: str | os.PathLike) -> Path:
     return path.with_name(path.name.removesuffix(".safetensors") + ".int8.onnx")
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def int8_status(generator: Generator) -> tuple[Path | None, str]:
     """(the int8 model to run for this generator, "") or (None, why there is none)."""
     source = getattr(generator, "weights_file", None)
@@ -63,14 +51,13 @@ def int8_status(generator: Generator) -> tuple[Path | None, str]:
     path = int8_path(source)
     if not path.is_file():
         return None, f"{path.name} does not exist (build it with `facesr quantize --model {source}`)"
-    if not onnxruntime_available():
-        return None, "onnxruntime is not installed"
-    if read_metadata(path).get(SOURCE_KEY) != file_sha256(source):
+    if onnx_metadata(path).get(SOURCE_KEY) != file_sha256(source):
         return None, f"{path.name} was built from other weights than {Path(source).name}: rebuild it with `facesr quantize`"
     return path, ""
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The custom metadata of an ONNX model (where facesr records what it was built from)."""
     import onnxruntime as ort
 
     try:
@@ -166,14 +153,18 @@ def calibration_inputs(faces: str | os.PathLike, scale: int, count: int = 128, s
     return inputs
 
 
-def build_int8(generator: Generator, weights_file: str | os.PathLike, faces: str | os.PathLike,
-               out: str | os.PathLike | None = None, count: int = 128) -> Path:
-    """Export, calibrate and quantize; write the int8 model (default: beside `weights_file`)."""
+def build_int8(generator: Generator, faces: str | os.PathLike, out: str | os.PathLike | None = None,
+               count: int = 128) -> Path:
+    """Export, calibrate and quantize a generator loaded from a weights file; write the int8 model
+    (default: beside that file)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    weights_file = generator.weights_file
+    if weights_file is None:
+        raise UserError("only a generator loaded from a weights file can be quantized (its int8 model records the file)")
     out = Path(out) if out is not None else int8_path(weights_file)
     inputs = calibration_inputs(faces, generator.config.scale, count)
 

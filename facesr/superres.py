@@ -117,18 +117,19 @@ class SuperResolver:
         w = max(c.shape[1] for c in crops)
         batch = np.stack([_pad_to(c, h, w) for c in crops])  # (B, h, w, 3) uint8
         s = self.scale
-        if self.device.type == "cpu":
-            return [out if out.shape[:2] == (c.shape[0] * s, c.shape[1] * s)
-                    else np.ascontiguousarray(out[: c.shape[0] * s, : c.shape[1] * s]) for out, c in zip(self._cpu(batch), crops)]
+        outs = self._cpu(batch) if self.device.type == "cpu" else self._torch(batch)
+        return [np.ascontiguousarray(out[: c.shape[0] * s, : c.shape[1] * s]) for out, c in zip(outs, crops)]
+
+    def _torch(self, batch: np.ndarray) -> np.ndarray:
+        """(B, h, w, 3) uint8 -> (B, sh, sw, 3) uint8, all on the device (CUDA)."""
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)  # (B, h, w, 3) -> (B, 3, h, w)
         x = x.float().div_(255.0)
         y = self.model.network(x.to(self.dtype)).float().permute(0, 2, 3, 1)  # -> (B, sh, sw, 3), a view
         if not self.model.config.bicubic_residual:
             y = y.mul_(255.0)
-        else:  # CUDA: the bicubic skip in float32, on the device
-            y = y.add_(bicubic(x, s).permute(0, 2, 3, 1)).mul_(255.0)
-        out = y.clamp_(0.0, 255.0).round_().to(torch.uint8).cpu().numpy()  # (B, sh, sw, 3)
-        return [np.ascontiguousarray(out[i, : c.shape[0] * s, : c.shape[1] * s]) for i, c in enumerate(crops)]
+        else:  # the bicubic skip in float32, on the device
+            y = y.add_(bicubic(x, self.scale).permute(0, 2, 3, 1)).mul_(255.0)
+        return y.clamp_(0.0, 255.0).round_().to(torch.uint8).cpu().numpy()
 
     def _cpu(self, batch: np.ndarray) -> list[np.ndarray]:
         """(B, h, w, 3) uint8 -> B x (sh, sw, 3) uint8 on the CPU: numpy and OpenCV around the network,

@@ -127,8 +127,8 @@ DETECTOR_MODELS = {
 _WHEEL_DIR = "mediapipe/modules/face_detection/"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def file_sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def detector_model_path(kind: str = "short", override: str | os.PathLike | None = None) -> Path:
@@ -146,7 +146,7 @@ def detector_model_path(kind: str = "short", override: str | os.PathLike | None 
     for folder in search:
         path = folder / name
         if path.is_file():
-            if _sha256(path) != sha:
+            if file_sha256(path) != sha:
                 raise UserError(f"{path}: sha256 mismatch (expected {sha[:12]}...); delete it to fetch again")
             return path
     fetch_detector_models()
@@ -156,7 +156,7 @@ def detector_model_path(kind: str = "short", override: str | os.PathLike | None 
 def fetch_detector_models() -> Path:
     """Download the mediapipe 0.10.21 wheel with pip, extract and verify both models, cache them."""
     dest = cache_dir() / "detector"
-    if all((dest / name).is_file() and _sha256(dest / name) == sha for name, sha in DETECTOR_MODELS.values()):
+    if all((dest / name).is_file() and file_sha256(dest / name) == sha for name, sha in DETECTOR_MODELS.values()):
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     print(f"facesr: fetching BlazeFace models from the {MEDIAPIPE_WHEEL} wheel on PyPI ...", file=sys.stderr)

@@ -11,14 +11,13 @@ import torch
 
 from facesr import cli
 from facesr.errors import UserError
-from facesr.int8 import SOURCE_KEY, Int8Network, file_sha256, int8_path, int8_status, read_metadata
+from facesr.int8 import SOURCE_KEY, Int8Network, int8_path, int8_status, onnx_metadata
 from facesr.metrics import psnr
 from facesr.models import Generator, generator_config
 from facesr.superres import SuperResolver, precision_name
-from facesr.weights import WEIGHTS_DIR, load_generator, save_generator
+from facesr.weights import WEIGHTS_DIR, file_sha256, load_generator, save_generator
 from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale
 
-pytest.importorskip("onnxruntime")
 CPU = torch.device("cpu")
 
 
@@ -31,7 +30,7 @@ def face_lr(photo: np.ndarray, box, pad: int = 40) -> np.ndarray:
 def test_every_shipped_int8_model_was_built_from_the_shipped_weights(path):
     source = WEIGHTS_DIR / path.name.replace(".int8.onnx", ".safetensors")
     assert source.is_file(), f"{path.name} has no safetensors beside it"
-    assert read_metadata(path)[SOURCE_KEY] == file_sha256(source), (
+    assert onnx_metadata(path)[SOURCE_KEY] == file_sha256(source), (
         f"{path.name} is stale: run `facesr quantize --model {source.stem.split('-x')[0]}`")
 
 
