@@ -44,7 +44,8 @@ def _add_face_args(p: argparse.ArgumentParser) -> None:
                         "short range only close-ups, a little faster")
     p.add_argument("--detector-model", default=None, metavar="FILE",
                    help="a BlazeFace .tflite file to use instead of the cached one (or set FACESR_DETECTOR_DIR)")
-    p.add_argument("--detect-every", type=_int_at_least(1), default=3, metavar="N", help="run the detector every N frames, track between (default 3)")
+    p.add_argument("--detect-every", type=_int_at_least(1), default=None, metavar="N",
+                   help="run the detector every N frames while faces are tracked, optical flow between (default 6)")
 
 
 def _add_workers_arg(p: argparse.ArgumentParser) -> None:
@@ -258,7 +259,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                       steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, eval_every=args.eval_every,
                       threads=args.threads, time_budget_min=args.time_budget, time_limit_min=args.time_limit,
                       degradations=args.degradations, init=args.init, gan_loss=args.gan_loss, adv_weight=args.adv_weight,
-                      pixel_weight=args.pixel_weight, fm_weight=args.fm_weight, vgg_weights=args.vgg_weights)
+                      pixel_weight=args.pixel_weight, fm_weight=args.fm_weight, vgg_weights=args.vgg_weights, ema=args.ema)
     best = train(cfg)
     print(f"weights: {best}", file=sys.stderr)
 
@@ -403,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=0.0, metavar="MIN", help="stop this run (checkpointed) after MIN minutes")
     p.add_argument("--degradations", default="call", choices=("call", "clean"),
                    help="call: blur, noise, JPEG and H.264 (default); clean: area downscaling only")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="evaluate and export a moving average of the generator's weights with this decay "
+                        "(default 0.999 for srgan and lite-gan, 0 (off) for the pixel models)")
     g = p.add_argument_group("adversarial fine-tuning (srgan, lite-gan)")
     g.add_argument("--init", default=None,
                    help="weights to start from (GAN models: default the shipped srresnet/lite; pixel models: default random)")

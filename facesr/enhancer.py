@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .blend import MARGIN, Crop, face_crop, match_low_frequencies, paste
-from .detect import FaceDetector, FaceTracker
+from .detect import DETECT_EVERY, FaceDetector, FaceTracker
 from .models import Generator
 from .superres import SuperResolver, bicubic_upscale, resolve_device
 from .weights import default_model, load_generator
@@ -128,7 +128,7 @@ class Enhancer:
         detector_model: str | None = None,
         device: str = "auto",
         precision: str = "auto",
-        detect_every: int = 3,
+        detect_every: int | None = None,
         margin: float = MARGIN,
         fps: float = 30.0,
         background_only: bool = False,
@@ -155,7 +155,7 @@ class Enhancer:
         if generator.config.scale != scale:
             raise ValueError(f"the model is x{generator.config.scale}, the Enhancer was asked for x{scale}")
         self.resolver = SuperResolver(generator, resolve_device(device), precision)
-        self.tracker = FaceTracker(FaceDetector(detector, model_path=detector_model), detect_every=detect_every, fps=fps)
+        self.tracker = FaceTracker(FaceDetector(detector, model_path=detector_model), detect_every=detect_every or DETECT_EVERY, fps=fps)
 
     @property
     def device(self) -> str:

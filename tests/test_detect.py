@@ -116,3 +116,26 @@ def test_unsure_or_tiny_detections_start_no_track():
     assert len(tracker.update(frame)) == 1
     tracks = tracker.update(frame)
     assert len(tracks) == 1 and tracks[0].misses == 0
+
+
+def test_detector_cadence_every_other_frame_without_faces_every_detect_every_with():
+    from facesr.detect import DETECT_EVERY, Detection
+
+    calls = []
+
+    class Counting:
+        def __call__(self, frame):
+            calls.append(len(calls))
+            n = len(calls)
+            return [Detection(np.array([40.0, 20.0, 80.0, 60.0]), 0.9)] if n >= 2 else []
+
+    tracker = FaceTracker(Counting())
+    assert tracker.detect_every == DETECT_EVERY
+    frame = np.zeros((90, 160, 3), np.uint8)
+    ran = []
+    for _ in range(4 + 3 * DETECT_EVERY):
+        ran.append(tracker.detects_next)
+        tracker.update(frame)
+    # no face: frames 0 and 2 look; the face found at frame 2 is then looked for every DETECT_EVERY frames
+    assert [i for i, r in enumerate(ran) if r] == [0, 2] + [k for k in range(DETECT_EVERY, len(ran), DETECT_EVERY)]
+    assert len(calls) == sum(ran) and len(tracker.tracks) == 1

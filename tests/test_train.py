@@ -6,9 +6,11 @@ import torch
 
 from facesr.errors import UserError
 from facesr.images import write_rgb
+from facesr.models import Generator, generator_config
 from facesr.train import TrainConfig, train
 from facesr.train.data import FacePairs
 from facesr.train.degrade import CLEAN, Degradation, degrade
+from facesr.train.loop import WeightAverage
 from facesr.weights import load_generator, read_metadata
 
 
@@ -117,6 +119,36 @@ def test_gan_fine_tuning_trains_both_networks_and_resumes(faces, tmp_path):
     assert {"l1", "fm", "adv", "d", "hf_ratio"} <= set(log[-1])
     meta = read_metadata(weights)
     assert "adversarial" in meta["loss"] and "init" in meta
+    # the GAN stage exports its weight average, which is kept across the resume
+    assert state["ema"]["updates"] == 3 and "weight_average" in meta
+    shipped = load_generator(str(weights), 4).state_dict()
+    assert all(torch.equal(shipped[k], v) for k, v in state["ema"]["model"].items())
+    assert any(not torch.equal(shipped[k], v) for k, v in state["model"].items() if v.is_floating_point())
+
+
+def test_weight_average_follows_the_weights_with_a_ramped_decay():
+    model = Generator(generator_config("srresnet", 4))  # has BN buffers
+    first = model.head[0].weight.detach().clone()
+    average = WeightAverage(model, decay=0.999)
+    with torch.no_grad():
+        model.head[0].weight.add_(1.0)
+        model.blocks[0].body[1].running_mean.add_(3.0)
+    average.update(model)  # decay ramp: keeps 2/11 of the old weights on the first update
+    np.testing.assert_allclose(average.model.head[0].weight, first + 9 / 11, rtol=0, atol=1e-6)
+    assert torch.equal(average.model.blocks[0].body[1].running_mean, model.blocks[0].body[1].running_mean)
+    for _ in range(5000):
+        average.update(model)
+    np.testing.assert_allclose(average.model.head[0].weight, first + 1, rtol=0, atol=1e-4)
+    assert not average.model.training and not any(p.requires_grad for p in average.model.parameters())
+    restored = WeightAverage(Generator(generator_config("srresnet", 4)), decay=0.999)
+    restored.load_state_dict(average.state_dict())
+    assert restored.updates == 5001 and torch.equal(restored.model.head[0].weight, average.model.head[0].weight)
+
+
+def test_bad_weight_average_decay_is_a_user_error(faces, tmp_path):
+    cfg = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "x"), steps=1, batch=2, patch=64, ema=1.0)
+    with pytest.raises(UserError, match="--ema"):
+        train(cfg)
 
 
 def test_gan_model_without_its_pixel_model_is_a_user_error(faces, tmp_path):
