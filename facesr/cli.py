@@ -23,6 +23,17 @@ def _int_at_least(low: int):
     return parse
 
 
+def _gain_range(text: str) -> tuple[float, float]:
+    """LOW,HIGH: two positive numbers, LOW <= HIGH."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH (e.g. 1,1.4)") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 < LOW <= HIGH")
+    return low, high
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=4, choices=(2, 4), help="upscaling factor (default 4)")
     p.add_argument("--model", default=None,
@@ -258,7 +269,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(data=args.data, eval_dir=args.eval_dir or None, out=out, model=args.model, scale=args.scale,
                       steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, eval_every=args.eval_every,
                       threads=args.threads, time_budget_min=args.time_budget, time_limit_min=args.time_limit,
-                      degradations=args.degradations, init=args.init, gan_loss=args.gan_loss, adv_weight=args.adv_weight,
+                      degradations=args.degradations, contrast=args.contrast, init=args.init, gan_loss=args.gan_loss, adv_weight=args.adv_weight,
                       pixel_weight=args.pixel_weight, fm_weight=args.fm_weight, vgg_weights=args.vgg_weights, ema=args.ema)
     best = train(cfg)
     print(f"weights: {best}", file=sys.stderr)
@@ -404,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=0.0, metavar="MIN", help="stop this run (checkpointed) after MIN minutes")
     p.add_argument("--degradations", default="call", choices=("call", "clean"),
                    help="call: blur, noise, JPEG and H.264 (default); clean: area downscaling only")
+    p.add_argument("--contrast", type=_gain_range, default=(1.0, 1.0), metavar="LOW,HIGH",
+                   help="stretch each HR patch's contrast by a random gain in this range (default 1,1: off)")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="evaluate and export a moving average of the generator's weights with this decay "
                         "(default 0.999 for srgan and lite-gan, 0 (off) for the pixel models)")

@@ -8,7 +8,7 @@ from facesr.errors import UserError
 from facesr.images import write_rgb
 from facesr.models import Generator, generator_config
 from facesr.train import TrainConfig, train
-from facesr.train.data import FacePairs
+from facesr.train.data import FacePairs, to_tensor
 from facesr.train.degrade import CLEAN, Degradation, degrade
 from facesr.train.loop import WeightAverage
 from facesr.weights import load_generator, read_metadata
@@ -41,6 +41,18 @@ def test_pairs_are_aligned_patches(faces):
     assert lr.shape == (5, 3, 16, 16) and hr.shape == (5, 3, 64, 64)
     down = torch.nn.functional.avg_pool2d(hr, 4)
     assert (down - lr).abs().mean() < 0.01  # LR is the area downscale of HR
+
+
+def test_contrast_gain_stretches_the_hr_and_its_lr_alike(faces):
+    plain = FacePairs(faces, 4, 64, CLEAN, seed=3)
+    stretched = FacePairs(faces, 4, 64, CLEAN, seed=3, contrast=(1.5, 1.5))
+    _, hr0 = plain.sample()
+    lr1, hr1 = stretched.sample()  # the same crop of the same face: the gain is drawn after it
+    assert hr1.std() > 1.3 * hr0.std()
+    down = torch.nn.functional.avg_pool2d(to_tensor(hr1[None]), 4)
+    assert (down - to_tensor(lr1[None])).abs().mean() < 0.01  # the LR is made from the stretched HR
+    with pytest.raises(UserError, match="contrast"):
+        FacePairs(faces, 4, 64, CLEAN, contrast=(1.2, 1.0))
 
 
 def test_missing_training_folder_is_a_user_error(tmp_path):

@@ -52,6 +52,7 @@ class TrainConfig:
     # schedule follows whichever of steps and time runs out first, and training ends there
     time_limit_min: float = 0.0  # 0: none; else stop this run (checkpointed, resumable) after this many minutes
     degradations: str = "call"  # "call": blur, noise, JPEG and H.264 as in `degrade`; "clean": area downscale only
+    contrast: tuple[float, float] = (1.0, 1.0)  # range of a random contrast gain on the HR patches (1, 1: off)
     # adversarial fine-tuning (models "srgan", "lite-gan"):
     init: str | None = None  # pixel-model weights to start from (default: the shipped pixel model)
     gan_loss: str = "ragan"  # "ragan" (relativistic average) or "hinge"
@@ -243,10 +244,12 @@ def train(cfg: TrainConfig) -> Path:
         print(f"resuming {ckpt_path} at step {step} ({wall / 60:.1f} min trained)")
 
     spec = Degradation() if cfg.degradations == "call" else CLEAN
-    data = FacePairs(cfg.data, cfg.scale, cfg.patch, spec, seed=cfg.seed + step)
+    data = FacePairs(cfg.data, cfg.scale, cfg.patch, spec, seed=cfg.seed + step, contrast=tuple(cfg.contrast))
     pairs = eval_pairs(cfg.eval_dir, cfg.scale) if cfg.eval_dir else None
     meta = {"data": f"{cfg.data} ({len(data)} images)", "degradations": json.dumps(asdict(spec)),
             "loss": adversary.describe() if adversary else "L1", "patch": cfg.patch, "batch": cfg.batch}
+    if tuple(cfg.contrast) != (1.0, 1.0):
+        meta["augment"] = f"random contrast gain {cfg.contrast[0]:g}-{cfg.contrast[1]:g} on the HR patches"
     if average is not None:
         meta["weight_average"] = f"exponential moving average of the generator's weights, decay {cfg.ema_decay:g}"
     if init:
