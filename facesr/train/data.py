@@ -38,6 +38,8 @@ class FacePairs:
                  cache: str | os.PathLike | None = None, contrast: tuple[float, float] = (1.0, 1.0)):
         if patch % scale:
             raise UserError(f"--patch {patch} must be a multiple of the scale {scale}")
+        if not 0 < contrast[0] <= contrast[1]:
+            raise UserError(f"--contrast {contrast[0]:g},{contrast[1]:g}: give two gains, 0 < LOW <= HIGH")
         paths = list_images(folder) if os.path.isdir(folder) else []
         if not paths:
             raise UserError(f"{folder}: no training images found")
@@ -47,8 +49,6 @@ class FacePairs:
         # crop to a multiple of 2 x scale: the LR then has the even sides H.264 needs
         m = 2 * scale
         self.images = [np.ascontiguousarray(img[: img.shape[0] // m * m, : img.shape[1] // m * m]) for _, img in pairs]
-        if not 0 < contrast[0] <= contrast[1]:
-            raise UserError(f"--contrast {contrast[0]:g},{contrast[1]:g}: give two gains, 0 < LOW <= HIGH")
         self.scale, self.patch, self.degradation, self.contrast = scale, patch, degradation, contrast
         self.rng = np.random.default_rng(seed)
         self.h264 = None

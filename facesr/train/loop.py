@@ -244,12 +244,13 @@ def train(cfg: TrainConfig) -> Path:
         print(f"resuming {ckpt_path} at step {step} ({wall / 60:.1f} min trained)")
 
     spec = Degradation() if cfg.degradations == "call" else CLEAN
-    data = FacePairs(cfg.data, cfg.scale, cfg.patch, spec, seed=cfg.seed + step, contrast=tuple(cfg.contrast))
+    contrast = tuple(cfg.contrast)
+    data = FacePairs(cfg.data, cfg.scale, cfg.patch, spec, seed=cfg.seed + step, contrast=contrast)
     pairs = eval_pairs(cfg.eval_dir, cfg.scale) if cfg.eval_dir else None
     meta = {"data": f"{cfg.data} ({len(data)} images)", "degradations": json.dumps(asdict(spec)),
             "loss": adversary.describe() if adversary else "L1", "patch": cfg.patch, "batch": cfg.batch}
-    if tuple(cfg.contrast) != (1.0, 1.0):
-        meta["augment"] = f"random contrast gain {cfg.contrast[0]:g}-{cfg.contrast[1]:g} on the HR patches"
+    if contrast != (1.0, 1.0):
+        meta["augment"] = f"random contrast gain {contrast[0]:g}-{contrast[1]:g} on the HR patches"
     if average is not None:
         meta["weight_average"] = f"exponential moving average of the generator's weights, decay {cfg.ema_decay:g}"
     if init:
