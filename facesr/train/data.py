@@ -29,8 +29,9 @@ class FacePairs:
 
     `contrast` (low, high) draws a gain per sample and stretches the HR patch about its mean
     before the LR is made from it: the synthetic training faces are flatter than real photos
-    (their luma detail is about 0.85x that of the CelebA-HQ evaluation faces), and a GAN
-    learns the amplitude of the texture it invents from them. (1, 1), the default, is off.
+    (their luma detail is about 0.85x that of the CelebA-HQ evaluation faces), and every model
+    learns from them how strong the detail it restores or invents should be (the shipped models
+    all train with it; weights/MODEL_CARD.md). (1, 1), the default, is off.
     The H.264 samples come from a cache of LRs and are left as they are.
     """
 
