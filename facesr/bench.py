@@ -108,6 +108,21 @@ def _run(clip: Path, enhancer, scale: int, size: tuple[int, int]) -> dict:
     }
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the features the generator's speed hangs on, from /proc/cpuinfo on
+    Linux (e.g. "AMD EPYC 9B14 (avx512_bf16, avx512_vnni)"): the same bench differs by machine."""
+    name, flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        name = info.get("model name", name)
+        flags = [f for f in ("avx512_bf16", "amx_tile", "avx512_vnni") if f in info.get("flags", "").split()]
+    except OSError:
+        pass
+    return f"{name} ({', '.join(flags)})" if flags else name
+
+
 def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos: Path, scale: int = 4,
               frames: int = 150, repeat: int = 2, device: str = "auto", precision: str = "auto",
               workers: int = 2, progress: bool = True) -> dict:
@@ -123,7 +138,7 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
         "device": str(dev),
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
         "precision": describe_precisions(chosen),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads_beside_codec(),
         "workers": workers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import cv2
 import pytest
@@ -30,6 +31,9 @@ def test_bench_reports_every_stage_and_the_bicubic_ratio(tmp_path):
                        repeat=1, device="cpu", progress=False)
     (row,) = report["results"]
     assert row["out"] == "640x360" and row["model"] == "lite" and report["precision"] == ("bfloat16" if cpu_has_native_bfloat16() else "float32")
+    assert report["cpu"]
+    if os.path.exists("/proc/cpuinfo"):  # Linux: the CPU's bfloat16 features are named beside its model
+        assert ("avx512_bf16" in report["cpu"] or "amx_tile" in report["cpu"]) == cpu_has_native_bfloat16()
     for stage in ("decode", "detect", "track", "sr", "blend", "encode", "total"):
         assert set(row["stages"][stage]) == {"p50", "p95", "p99"}
     assert row["stages"]["sr"]["p50"] > 0 and row["stages"]["encode"]["p50"] > 0
