@@ -110,7 +110,8 @@ def _run(clip: Path, enhancer, scale: int, size: tuple[int, int]) -> dict:
 
 def cpu_name() -> str:
     """The CPU's model name and the features the generator's speed hangs on, from /proc/cpuinfo on
-    Linux (e.g. "AMD EPYC 9B14 (avx512_bf16, avx512_vnni)"): the same bench differs by machine."""
+    Linux (e.g. "Intel(R) Xeon(R) Processor (avx512_bf16, amx_tile, avx512_vnni)"): the same bench
+    differs by machine."""
     name, flags = platform.processor() or platform.machine(), []
     try:
         with open("/proc/cpuinfo") as f:
