@@ -115,8 +115,8 @@ def cpu_name() -> str:
     name, flags = platform.processor() or platform.machine(), []
     try:
         with open("/proc/cpuinfo") as f:
-            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
-        info = {k.strip(): v.strip() for k, v in info.items()}
+            first_cpu = f.read().split("\n\n")[0]  # every core lists the same model and flags
+        info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first_cpu.splitlines() if ":" in line)}
         name = info.get("model name", name)
         flags = [f for f in ("avx512_bf16", "amx_tile", "avx512_vnni") if f in info.get("flags", "").split()]
     except OSError:
