@@ -35,7 +35,9 @@ def _number_pair(text: str) -> tuple[float, float]:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=4, choices=(2, 4), help="upscaling factor (default 4)")
     p.add_argument("--model", default=None,
-                   help="srresnet, srgan, lite, lite-gan or a .safetensors file (default: lite on CPU, srgan on CUDA)")
+                   help="srresnet, srgan, lite, lite-gan or a .safetensors file (default: lite on CPU, srgan on CUDA); "
+                        "a GAN model with @STRENGTH blends it with its pixel model: srgan@0.5 is half way from "
+                        "srresnet, @0 the pixel model, @1 as trained, up to @1.5 for more texture")
     _add_device_args(p)
 
 
@@ -233,13 +235,13 @@ def cmd_stream(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import SCENES, SIZES, run_bench, write_report
     from .models import MODELS
-    from .weights import default_model
+    from .weights import default_model, is_model_name
 
     models = [m for m in (args.model or default_model(args.device)).split(",") if m]
     sizes = [s for s in args.sizes.split(",") if s]
     scenes = [s for s in args.scenes.split(",") if s]
     for value, known, what in ((models, MODELS, "--model"), (sizes, SIZES, "--sizes"), (scenes, SCENES, "--scenes")):
-        bad = [v for v in value if v not in known]
+        bad = [v for v in value if not (is_model_name(v) if known is MODELS else v in known)]
         if bad or not value:
             raise UserError(f"{what} {','.join(bad) or '(empty)'}: choose from {', '.join(known)}")
     _check_report_paths(args.json, ("--plot", args.plot))
@@ -385,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", default=str(shared_data("videos")),
                    help="folder of clips, made into calls and enhanced ('' to skip; default ../shared/data/videos)")
     p.add_argument("--model", default=None,
-                   help="model(s) to score, comma-separated (e.g. lite,lite-gan,srresnet,srgan; default: lite on CPU, srgan on CUDA)")
+                   help="model(s) to score, comma-separated (e.g. lite,lite-gan,srresnet,srgan,srgan@0.5; default: lite on CPU, "
+                        "srgan on CUDA)")
     p.add_argument("--scale", type=int, default=4, choices=(2, 4))
     p.add_argument("--crf", type=int, default=28, help="H.264 CRF of the simulated calls (default 28)")
     p.add_argument("--max-frames", type=_int_at_least(2), default=150, metavar="N", help="frames per clip (default 150)")

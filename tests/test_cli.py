@@ -143,3 +143,13 @@ def test_float16_on_a_cpu_is_a_clean_error(astronaut, tmp_path):
     assert_clean_failure(facesr("image", photo, tmp_path / "o.png", "--device", "cpu", "--precision", "float16"),
                          "--precision float16")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_gan_strength_runs_and_a_bad_one_is_a_clean_error(astronaut, tmp_path):
+    photo = tmp_path / "photo.png"
+    write_rgb(photo, astronaut[::4, ::4])
+    assert_clean_failure(facesr("image", photo, tmp_path / "bad.png", "--model", "lite-gan@3"), "lite-gan@3", "between")
+    assert not (tmp_path / "bad.png").exists()
+    proc = facesr("image", photo, tmp_path / "half.png", "--model", "lite-gan@0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert read_rgb(tmp_path / "half.png").shape == (512, 512, 3)

@@ -106,3 +106,29 @@ def test_gan_models_restore_detail_and_pixel_models_win_psnr():
     for pixel, gan in (("lite-x4", "lite-gan-x4"), ("srresnet-x4", "srgan-x4")):
         assert float(rows[pixel]["PSNR"]) > float(rows[gan]["PSNR"])
         assert float(rows[gan]["detail"]) > 2 * float(rows[pixel]["detail"])
+
+
+def test_gan_strength_blends_each_weight_between_the_pixel_and_the_gan_model():
+    pixel, gan = load_generator("lite", 4).state_dict(), load_generator("lite-gan", 4).state_dict()
+    half = load_generator("lite-gan@0.5", 4)
+    assert half.config == generator_config("lite-gan", 4)
+    assert half.weights_file is None  # a blend has no int8 twin
+    for k, v in half.state_dict().items():
+        assert torch.allclose(v, (pixel[k] + gan[k]) / 2, atol=1e-7), k
+    past = load_generator("lite-gan@1.2", 4).state_dict()
+    k = "head.0.weight"
+    assert torch.allclose(past[k], pixel[k] + 1.2 * (gan[k] - pixel[k]), atol=1e-6)
+    # the ends are the shipped models themselves, int8 twin and all
+    assert load_generator("lite-gan@0", 4).weights_file == load_generator("lite", 4).weights_file
+    assert all(torch.equal(v, gan[k]) for k, v in load_generator("lite-gan@1", 4).state_dict().items())
+    assert load_generator("srgan@0.3", 4).config == generator_config("srgan", 4)
+
+
+def test_gan_strength_trades_psnr_for_detail():
+    """The knob does what it says on the evaluation faces: more strength, more detail, less PSNR."""
+    pairs = eval_pairs(shared_path("data", "faces", "eval"), 4)
+    evs = [evaluate(load_generator(f"lite-gan@{s}", 4), pairs) for s in (0, 0.5, 1)]
+    details = [ev["hf_ratio"] for ev in evs]
+    psnrs = [ev["psnr"] for ev in evs]
+    assert details[0] + 0.05 < details[1] < details[2] - 0.05, details
+    assert psnrs[0] > psnrs[1] > psnrs[2], psnrs

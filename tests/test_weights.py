@@ -66,3 +66,12 @@ def test_an_unknown_model_name_is_a_user_error():
 
     with pytest.raises(UserError, match="choose"):
         load_generator("huge", 4)
+
+
+@pytest.mark.parametrize("spec, words", [("srgan@strong", "must be a number"), ("srgan@2", "between 0"),
+                                         ("lite-gan@-0.1", "between 0"), ("lite@0.5", "choose")])
+def test_a_bad_gan_strength_is_a_user_error(spec, words):
+    from facesr.weights import load_generator
+
+    with pytest.raises(UserError, match=words):
+        load_generator(spec, 4)
