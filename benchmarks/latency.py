@@ -1,12 +1,13 @@
-"""Per-stage latency of every shipped model, at the precision users get (--precision auto: bfloat16 on CPUs with it in hardware, else float32; float16 on CUDA).
+"""Per-stage latency of every shipped model, at the precision users get (--precision auto: see facesr/superres.py).
 
     python benchmarks/latency.py [--out benchmarks/results] [--frames 150] [--repeat 2] [--device auto]
 
 Runs `facesr bench` (facesr/bench.py) over the full matrix for the CPU models (`lite`,
 `lite-gan`: three call sizes x no face / one face / several faces) and, as the paper-sized
 `srresnet`/`srgan` take about 300 ms per face on two CPU cores, over 320x180 with fewer frames
-for them on CPU (the full matrix on CUDA). On a CPU also `lite` in int8 (`--precision int8`,
-opt-in: faster, but it flickers more), with faces. Each row records its precision. Writes
+for them on CPU (the full matrix on CUDA). On a CPU also `lite` in the precision "auto" did not
+pick, with faces: torch (bfloat16 where the CPU has it, else float32) where auto runs its int8
+twin, the int8 twin where auto runs torch. Each row records its precision. Writes
 latency_<device>.json and .png in --out.
 """
 
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from facesr.bench import SCENES, SIZES, run_bench, write_report
 from facesr.cli import shared_data
-from facesr.superres import resolve_device
+from facesr.superres import cpu_has_native_bfloat16, precision_name, resolve_device
+from facesr.weights import load_generator
 
 
 def main() -> None:
@@ -33,7 +35,9 @@ def main() -> None:
     if device == "cuda":
         plans.append((["srresnet", "srgan"], list(SIZES), list(SCENES), args.frames, "auto"))
     else:
-        plans.append((["lite"], list(SIZES), ["one", "several"], args.frames, "int8"))
+        auto = precision_name(load_generator("lite"), "auto", resolve_device(args.device))
+        other = "int8" if auto != "int8" else "bfloat16" if cpu_has_native_bfloat16() else "float32"
+        plans.append((["lite"], list(SIZES), ["one", "several"], args.frames, other))
         plans.append((["srresnet", "srgan"], ["320x180"], ["one", "several"], 30, "auto"))
     report = None
     for models, sizes, scenes, frames, precision in plans:

@@ -89,7 +89,8 @@ def scene_clip(videos: Path, scene: str, size: tuple[int, int], frames: int, cac
     return path
 
 
-def _run(clip: Path, enhancer, scale: int, size: tuple[int, int]) -> dict:
+def time_path(clip: Path, enhancer, scale: int, size: tuple[int, int]) -> dict:
+    """One `facesr video` run of `clip` through `enhancer` (decode, Enhancer, encode): fps and per-stage ms."""
     from .enhancer import beside_codec_threads
     from .video import transcode
 
@@ -158,7 +159,7 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
                         enhancer = Enhancer(model, scale, device=device, precision=precision, fps=30.0,
                                             background_only=name == "bicubic", workers=workers)
                         try:
-                            runs[name].append(_run(clip, enhancer, scale, size))
+                            runs[name].append(time_path(clip, enhancer, scale, size))
                         finally:
                             enhancer.close()
                 best = {k: max(v, key=lambda r: r["fps"]) for k, v in runs.items()}
@@ -178,7 +179,7 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
 
 
 def model_label(row: dict) -> str:
-    """The row's model, with "int8" where it ran in the opt-in int8 (the report's precision covers the rest)."""
+    """The row's model, with "int8" where it ran in int8 (the report's precision covers the rest)."""
     return f"{row['model']} int8" if row.get("precision") == "int8" else row["model"]
 
 

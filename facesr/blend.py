@@ -119,3 +119,47 @@ def paste(background: np.ndarray, sr: np.ndarray, crop: Crop, scale: int, feathe
     # combination does too and convertScaleAbs is a rounding, saturating cast to uint8.
     blended = cv2.add(cv2.multiply(cv2.subtract(sr, region, dtype=cv2.CV_32F), mask), region, dtype=cv2.CV_32F)
     region[...] = cv2.convertScaleAbs(blended)
+
+
+# --- holding still pixels still, from frame to frame -------------------------------------
+
+# A pasted face pixel that moved by less than this many levels since the last frame keeps its
+# last value. Measured on `facesr eval`'s calls (see weights/MODEL_CARD.md, "Holding small
+# changes"): 2 (changes of one level are held) cuts the flicker for little PSNR; 3 and 4 cost more.
+HOLD_LEVELS = 2
+
+
+@dataclass(frozen=True)
+class Held:
+    """A pasted face region of an output frame, kept for the next frame's `hold_small_changes`."""
+
+    y0: int
+    x0: int
+    pixels: np.ndarray
+
+    @staticmethod
+    def of(frame: np.ndarray, region: tuple[slice, slice]) -> "Held":
+        ys, xs = region
+        return Held(ys.start, xs.start, frame[region].copy())
+
+
+def hold_small_changes(out: np.ndarray, regions: list[tuple[slice, slice]], last: list[Held],
+                       levels: int = HOLD_LEVELS) -> None:
+    """A temporal dead band in place: inside `regions` (the faces just pasted into `out`), every
+    channel of every pixel that also lies in a face region of the last frame and differs from it
+    by less than `levels` takes the last frame's value.
+
+    Super-resolved faces change by a level or so from frame to frame where the picture does not:
+    the generator's response to the call's compression noise, and its rounding (int8 most of all).
+    Holding those changes removes that shimmer; real changes, a level or two past it, pass
+    untouched, and a slow drift catches up once it reaches `levels`.
+    """
+    for ys, xs in regions:
+        for h in last:
+            y0, y1 = max(ys.start, h.y0), min(ys.stop, h.y0 + h.pixels.shape[0])
+            x0, x1 = max(xs.start, h.x0), min(xs.stop, h.x0 + h.pixels.shape[1])
+            if y0 >= y1 or x0 >= x1:
+                continue
+            cur = out[y0:y1, x0:x1]
+            old = h.pixels[y0 - h.y0 : y1 - h.y0, x0 - h.x0 : x1 - h.x0]
+            np.copyto(cur, old, where=cv2.absdiff(cur, old) < levels)

@@ -44,9 +44,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the generator runs (default auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "int8", "float32", "bfloat16", "float16"),
-                   help="the generator's arithmetic: auto is float16 on CUDA, bfloat16 on CPUs that have it in "
-                        "hardware (AVX-512 BF16, AMX), else float32; int8 runs the model's int8 file in ONNX Runtime "
-                        "on a CPU (lite, lite-gan): faster, most of all without native bfloat16, but it flickers more")
+                   help="the generator's arithmetic: auto is float16 on CUDA; on a CPU, int8 (the model's int8 file "
+                        "in ONNX Runtime, lite has one) where the CPU has AVX-512 VNNI and no AMX, else bfloat16 "
+                        "on CPUs that have it in hardware (AVX-512 BF16, AMX), else float32")
 
 
 def _add_face_args(p: argparse.ArgumentParser) -> None:

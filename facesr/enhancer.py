@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .blend import MARGIN, Crop, face_crop, match_low_frequencies, paste
+from .blend import HOLD_LEVELS, MARGIN, Crop, Held, face_crop, hold_small_changes, match_low_frequencies, paste
 from .detect import DETECT_EVERY, FaceDetector, FaceTracker
 from .models import Generator
 from .superres import SuperResolver, bicubic_upscale, resolve_device
@@ -101,6 +101,9 @@ class _Job:
     crops: list[tuple[Crop, float]]  # each face's crop and fade-in/out alpha
     times: dict[str, float] = field(default_factory=dict)
     done: bool = False
+    previous: "_Job | None" = None  # the frame before, until this one's faces are held against it
+    held: list[Held] = field(default_factory=list)  # this frame's pasted faces, for the next frame
+    held_ready: threading.Event = field(default_factory=threading.Event)
 
 
 class Enhancer:
@@ -134,6 +137,7 @@ class Enhancer:
         background_only: bool = False,
         allow_untrained: bool = False,
         workers: int = 1,
+        hold_levels: int = HOLD_LEVELS,
     ):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -144,6 +148,8 @@ class Enhancer:
         self.resolver: SuperResolver | None = None
         self.tracker: FaceTracker | None = None
         self.workers = workers
+        self.hold_levels = hold_levels
+        self._last_job: _Job | None = None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="facesr-render") if workers > 1 else None
         self._jobs: deque[_Job] = deque()  # planned, not yet recorded in the timer, in frame order
         self._lock = threading.Lock()
@@ -165,6 +171,8 @@ class Enhancer:
         """Forget the tracked faces (a new stream or a scene cut)."""
         if self.tracker:
             self.tracker.reset()
+        with self._lock:
+            self._last_job = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         return self.enhance(frame)
@@ -194,6 +202,7 @@ class Enhancer:
             job.crops = [(c, t.alpha) for t in tracks if (c := face_crop(t.box, frame.shape, self.margin)) is not None]
         with self._lock:
             self._jobs.append(job)
+            job.previous, self._last_job = self._last_job, job
         return job
 
     def _render(self, job: _Job) -> np.ndarray:
@@ -206,12 +215,31 @@ class Enhancer:
                 lr_crops = [np.ascontiguousarray(c.of(frame)) for c, _ in job.crops]
                 with StageTimer.stage(times, "sr"):
                     srs = self.resolver(lr_crops)
+                before = self._previous_held(job)
                 with StageTimer.stage(times, "blend"):
                     for (crop, alpha), lr, sr in zip(job.crops, lr_crops, srs):
                         paste(out, match_low_frequencies(sr, lr, s), crop, s, alpha=alpha)
+                    if self.hold_levels:
+                        regions = [crop.scaled(s) for crop, _ in job.crops]
+                        hold_small_changes(out, regions, before, self.hold_levels)
+                        job.held = [Held.of(out, region) for region in regions]
             return out
         finally:
+            job.previous = None
+            job.held_ready.set()
             self._finished(job)
+
+    def _previous_held(self, job: _Job) -> list[Held]:
+        """The faces pasted into the frame before, for blend.hold_small_changes.
+
+        That frame may still be rendering in another worker: this waits for it, the one step
+        of rendering that runs in frame order (it was submitted first, so it is running).
+        """
+        before = job.previous
+        if not self.hold_levels or before is None:
+            return []
+        before.held_ready.wait()
+        return before.held
 
     def _finished(self, job: _Job) -> None:
         """Record the stage times of every finished frame not preceded by an unfinished one."""

@@ -1,9 +1,11 @@
-"""The generator's network in int8, through ONNX Runtime: an opt-in CPU path (`--precision int8`).
+"""The generator's network in int8, through ONNX Runtime: the CPU default where it is fastest.
 
 ONNX Runtime's int8 convolutions (VNNI) run `lite` in 4.5 ms on one 89-px face crop, one thread,
-against 7.9 ms for torch in bfloat16 and 15 ms in float32, for 0.03 dB on `facesr eval`. But the
-8-bit rounding of the activations changes from frame to frame, and on the call clips `lite` in
-int8 flickers more than bicubic; so it runs only when asked for (weights/MODEL_CARD.md).
+against 7.9 ms for torch in bfloat16 and 15 ms in float32, for 0.02-0.03 dB on `facesr eval`.
+The 8-bit rounding of the activations changes from frame to frame; the Enhancer's hold on
+one-level changes (blend.hold_small_changes) keeps that from flickering more than bicubic on
+the call clips. `--precision auto` runs it on CPUs without AMX (superres.int8_model), and
+`--precision int8` asks for it anywhere (weights/MODEL_CARD.md).
 
 `facesr quantize` builds the int8 model from a generator's safetensors file, once, and it
 ships beside that file as `{variant}-x{scale}.int8.onnx`:

@@ -44,6 +44,16 @@ def cpu_has_native_bfloat16() -> bool:
         return False
 
 
+def cpu_prefers_int8() -> bool:
+    """Whether ONNX Runtime's int8 outruns torch here: AVX-512 VNNI (int8 dot products in one
+    instruction, without the 16-bit saturation of older AVX2 int8) and no AMX (whose bfloat16
+    tiles make torch the faster; measured on both kinds, see the README's Performance)."""
+    try:
+        return bool(torch.cpu._is_vnni_supported() and not torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """The torch dtype: "auto" is float16 on CUDA, bfloat16 on a CPU that has it in hardware, else float32."""
     if name == "auto":
@@ -58,12 +68,19 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 
 
 def int8_model(generator: Generator, precision: str, device: torch.device):
-    """The int8 model file to run instead of torch where `precision` is "int8", else None.
+    """The int8 model file to run instead of torch, or None.
 
-    Only asked for, never chosen by "auto": int8 activations add rounding noise that changes
-    from frame to frame, and on the call clips that flickers more than bicubic (see
-    weights/MODEL_CARD.md). Fails with the reason where the model has no usable int8 file.
+    "int8" asks for it, and fails with the reason where the model has no usable int8 file.
+    "auto" takes it where the model has a current one (`lite`) on a CPU that `cpu_prefers_int8`:
+    there it is the fastest path measured, 1.1-1.2x bfloat16's fps end to end on an AVX-512
+    BF16 CPU and about 3x float32's for the generator alone, for 0.02-0.03 dB on `facesr eval`.
+    Its rounding changes from frame to frame; the Enhancer's hold on one-level changes
+    (blend.hold_small_changes) keeps that under bicubic's flicker (see weights/MODEL_CARD.md).
     """
+    if precision == "auto":
+        if device.type != "cpu" or not cpu_prefers_int8():
+            return None
+        return int8_status(generator)[0]
     if precision != "int8":
         return None
     if device.type != "cpu":
@@ -92,8 +109,9 @@ class SuperResolver:
 
     All crops go through the generator in one batch: smaller crops are padded (mirrored) up
     to the largest and the padding is cut off the result. The network runs in `precision`
-    ("auto": float16 on CUDA, bfloat16 on CPUs with native bfloat16, else float32; "int8":
-    the model's int8 file through ONNX Runtime, on a CPU); the
+    ("auto": float16 on CUDA; on a CPU the model's int8 file through ONNX Runtime where it has
+    one and the CPU suits it (`int8_model`), else bfloat16 on CPUs with native bfloat16, else
+    float32); the
     bicubic upscale a residual generator adds to is always float32, so a lower precision only
     touches the residual (about 0.01 dB on `facesr eval`). On a CPU that upscale is OpenCV's
     INTER_CUBIC, the same filter as torch's but several times faster. The model is moved and

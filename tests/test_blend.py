@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from facesr.blend import Crop, face_crop, feather_mask, match_low_frequencies, paste
+from facesr.blend import Crop, Held, face_crop, feather_mask, hold_small_changes, match_low_frequencies, paste
 from facesr.models import Generator, generator_config
 from facesr.superres import SuperResolver, upscale_tiled
 
@@ -83,3 +83,21 @@ def test_super_resolver_batches_crops_of_different_sizes(sizes):
     for a, b in zip(alone, outs):
         inner_a, inner_b = a[:-reach, :-reach].astype(int), b[:-reach, :-reach].astype(int)
         assert inner_a.size == 0 or np.abs(inner_a - inner_b).max() <= 1
+
+
+def test_hold_keeps_one_level_changes_inside_both_frames_faces_and_passes_the_rest():
+    rng = np.random.default_rng(0)
+    last = rng.integers(10, 240, (40, 60, 3), dtype=np.uint8)
+    step = rng.choice(np.array([-3, -2, -1, 0, 1, 2, 3], np.int16), size=last.shape)
+    new = (last.astype(np.int16) + step).astype(np.uint8)
+    out = new.copy()
+    held = [Held.of(last, (slice(0, 30), slice(0, 40)))]  # last frame's face
+    hold_small_changes(out, [(slice(10, 40), slice(20, 60))], held, levels=2)  # this frame's face
+    both = (slice(10, 30), slice(20, 40))
+    small = np.abs(step[both]) < 2
+    assert np.array_equal(out[both][small], last[both][small])  # changes of 0 or 1 level held
+    assert np.array_equal(out[both][~small], new[both][~small])  # 2 or more pass
+    outside = np.ones(last.shape[:2], bool)
+    outside[both] = False
+    assert np.array_equal(out[outside], new[outside])  # only where a face was pasted in both frames
+    assert np.abs(out.astype(np.int16) - new).max() <= 1

@@ -166,3 +166,20 @@ def test_a_still_face_does_not_flicker(enhancer, grace_hopper):
     change = np.mean([np.abs(a[face] - b[face]).mean() for a, b in zip(outs[5:], outs[6:])])
     change_bicubic = np.mean([np.abs(a[face] - b[face]).mean() for a, b in zip(bics[5:], bics[6:])])
     assert change < 1.5 * change_bicubic, f"frame-to-frame change {change:.2f} vs bicubic {change_bicubic:.2f}"
+
+
+def test_the_hold_steadies_a_still_face_by_at_most_one_level(grace_hopper):
+    """Against the same Enhancer without the hold: less frame-to-frame change in the face, and
+    no output pixel more than one level from what the frame alone gives."""
+    base = downscale(on_canvas(grace_hopper, at=(400, 60)), 4)
+    rng = np.random.default_rng(7)
+    frames = [np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8) for _ in range(12)]
+    held, free = (Enhancer("lite", 4, device="cpu", hold_levels=n) for n in (2, 0))
+    a = [held(f).astype(np.int16) for f in frames]
+    b = [free(f).astype(np.int16) for f in frames]
+    x0, y0, x1, y1 = (4 * int(v) for v in held.tracker.tracks[0].box)
+    held.close(), free.close()
+    face = (slice(y0, y1), slice(x0, x1))
+    change = [np.mean([np.abs(u[face] - v[face]).mean() for u, v in zip(o[4:], o[5:])]) for o in (a, b)]
+    assert change[0] < 0.92 * change[1], change
+    assert max(np.abs(u - v).max() for u, v in zip(a, b)) <= 1

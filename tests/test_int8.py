@@ -34,10 +34,20 @@ def test_every_shipped_int8_model_was_built_from_the_shipped_weights(path):
         f"{path.name} is stale: run `facesr quantize --model {source.stem.split('-x')[0]}`")
 
 
-def test_lite_ships_int8_and_it_runs_only_when_asked(astronaut):
+def test_auto_takes_int8_on_cpus_that_prefer_it_where_the_model_has_it(monkeypatch):
+    import facesr.superres as superres
+
+    monkeypatch.setattr(superres, "cpu_prefers_int8", lambda: True)
+    assert SuperResolver(load_generator("lite", 4), "cpu", "auto").precision == "int8"
+    assert SuperResolver(load_generator("lite-gan", 4), "cpu", "auto").precision != "int8"  # it has no int8 twin
+    assert SuperResolver(load_generator("lite-gan@0.5", 4), "cpu", "auto").precision != "int8"
+    monkeypatch.setattr(superres, "cpu_prefers_int8", lambda: False)  # AMX, or no VNNI
+    assert SuperResolver(load_generator("lite", 4), "cpu", "auto").precision != "int8"
+
+
+def test_lite_ships_int8_and_it_runs(astronaut):
     lite = load_generator("lite", 4)
     assert int8_status(lite)[0] == int8_path(WEIGHTS_DIR / "lite-x4.safetensors")
-    assert SuperResolver(lite, "cpu", "auto").precision != "int8"  # it flickers more: never the default
     resolver = SuperResolver(load_generator("lite", 4), "cpu", "int8")
     assert resolver.precision == precision_name(lite, "int8", CPU) == "int8"
     crop = face_lr(astronaut, ASTRONAUT_FACE)
