@@ -133,7 +133,7 @@ def cmd_video(args: argparse.Namespace) -> None:
     else:
         from .weights import default_model
 
-        what = f"{args.model or default_model(enhancer.device)} x{s} on {enhancer.device}"
+        what = f"{args.model or default_model(enhancer.device)} x{s} on {enhancer.device}, {enhancer.resolver.precision}"
     try:
         with beside_codec_threads():
             stats = transcode(src, dst, transform, out_size, codec=args.codec, crf=args.crf, progress=not args.quiet,

@@ -112,7 +112,8 @@ class Enhancer:
     model: a shipped model ("lite", "lite-gan", "srresnet", "srgan"; default lite on CPU and
     srgan on CUDA), a .safetensors path, or a
     Generator. device "auto" picks CUDA when present; precision "auto" runs the network in
-    float16 on CUDA and in bfloat16 on CPUs with native bfloat16 (see SuperResolver).
+    float16 on CUDA, and on a CPU in the model's int8 twin or in bfloat16 where the CPU suits
+    them (see SuperResolver). hold_levels: see blend.hold_small_changes (0: off).
     background_only=True is the bicubic-only pipeline (the benchmarks' baseline).
     One Enhancer holds one stream's tracker: use one per stream, or call reset().
 
