@@ -1,6 +1,6 @@
 """`facesr stream --webrtc`: capture-to-display latency and received fps, for 1 and 4 peers.
 
-    python benchmarks/stream_latency.py [--seconds 15] [--peers 1,4] [--model lite] [--workers 2] [--json OUT]
+    python benchmarks/stream_latency.py [--seconds 15] [--peers 1,4] [--model lite] [--precision auto] [--workers 2] [--json OUT]
 
 A real call (../shared/data/videos/talking_s18.mp4 at 320x180, 30 fps) goes from aiortc
 client peers through the relay (started in this process, the model loaded as `facesr stream`
@@ -42,14 +42,16 @@ async def measure(args) -> dict:
     from facesr.stream.run import start_site
     from facesr.stream.server import Relay, bitrate_for, set_video_bitrate
 
-    cli = ["stream", "--webrtc", "--scale", str(args.scale)] + (["--model", args.model] if args.model else [])
+    cli = (["stream", "--webrtc", "--scale", str(args.scale), "--precision", args.precision]
+           + (["--model", args.model] if args.model else []))
     make, device = enhancer_factory(build_parser().parse_args(cli))
     frames = load_clip(str(args.clip), (320, 180), frames=150)
     set_video_bitrate(bitrate_for(320 * args.scale, 180 * args.scale))
     relay = Relay(make, max_peers=max(args.peers), workers=args.workers, device=device)
     runner, port = await start_site(relay.app, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{port}"
-    report = {"device": device, "model": args.model or "default", "workers": args.workers, "seconds": args.seconds,
+    report = {"device": device, "model": args.model or "default", "precision": args.precision,
+              "workers": args.workers, "seconds": args.seconds,
               "cpu_count": os.cpu_count(), "runs": []}
     try:
         await run_client(url, frames, seconds=2.0)  # warm-up: model, detector, worker pools
@@ -89,6 +91,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--precision", default="auto", help="the generator's arithmetic, as `facesr stream --precision`")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if not args.clip.is_file():
