@@ -4,7 +4,8 @@ ONNX Runtime's int8 convolutions (VNNI) run `lite` in 4.5 ms on one 89-px face c
 against 7.9 ms for torch in bfloat16 and 15 ms in float32, for 0.02-0.03 dB on `facesr eval`.
 The 8-bit rounding of the activations changes from frame to frame; the Enhancer's hold on
 one-level changes (blend.hold_small_changes) keeps that from flickering more than bicubic on
-the call clips. `--precision auto` runs it on CPUs without AMX (superres.int8_model), and
+the call clips. `--precision auto` runs it on CPUs with AVX-512 VNNI and no AMX
+(superres.int8_model), and
 `--precision int8` asks for it anywhere (weights/MODEL_CARD.md).
 
 `facesr quantize` builds the int8 model from a generator's safetensors file, once, and it

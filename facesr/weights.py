@@ -103,8 +103,8 @@ def is_model_name(model: str) -> bool:
 def gan_strength(gan: Generator, pixel: Generator, strength: float) -> Generator:
     """The network interpolation of ESRGAN (Wang et al. 2018): every weight `pixel + strength x (gan - pixel)`.
 
-    The GAN model was fine-tuned from (an ancestor of) the pixel model, so the two sit in one
-    basin and their blend trades smoothly between the pixel model's fidelity (0) and the GAN
+    The GAN model was fine-tuned from the pixel model or an earlier version of it, so the two
+    sit in one basin and their blend trades smoothly between the pixel model's fidelity (0) and the GAN
     model's restored texture (1); a little past 1 adds texture at more PSNR cost. Batch-norm
     running statistics blend the same way; integer buffers (step counts) are the GAN model's.
     """
