@@ -240,8 +240,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     models = [m for m in (args.model or default_model(args.device)).split(",") if m]
     sizes = [s for s in args.sizes.split(",") if s]
     scenes = [s for s in args.scenes.split(",") if s]
-    for value, known, what in ((models, MODELS, "--model"), (sizes, SIZES, "--sizes"), (scenes, SCENES, "--scenes")):
-        bad = [v for v in value if not (is_model_name(v) if known is MODELS else v in known)]
+    checks = ((models, MODELS, is_model_name, "--model"), (sizes, SIZES, SIZES.__contains__, "--sizes"),
+              (scenes, SCENES, SCENES.__contains__, "--scenes"))
+    for value, known, is_known, what in checks:
+        bad = [v for v in value if not is_known(v)]
         if bad or not value:
             raise UserError(f"{what} {','.join(bad) or '(empty)'}: choose from {', '.join(known)}")
     _check_report_paths(args.json, ("--plot", args.plot))
