@@ -4,7 +4,7 @@ A face's square box grows by `margin` on each side to the crop taken from the LR
 (clipped to the frame). Its super-resolved crop lands at s-times coordinates in the
 bicubic-upscaled frame through a feathered mask: 1 in the middle, a raised-cosine ramp to 0
 at the crop's edges (no ramp on an edge that is the frame's own edge), so no seam shows.
-Before pasting, the crop's lowest frequencies are matched to the LR input, so a generator's
+Before pasting, the face's lowest frequencies are matched to the LR input, so a generator's
 slight colour or brightness drift cannot show as a patch.
 """
 
@@ -40,6 +40,9 @@ class Crop:
 
     def scaled(self, s: int) -> tuple[slice, slice]:
         return slice(self.y0 * s, self.y1 * s), slice(self.x0 * s, self.x1 * s)
+
+    def overlaps(self, other: "Crop") -> bool:
+        return self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1 and other.y0 < self.y1
 
 
 # The crop's margin around the face box, a fraction of the box's side on each side. Against the
@@ -84,20 +87,6 @@ def feather_mask(height: int, width: int, feather: int, at_edge: tuple[bool, boo
     return mask[..., None]
 
 
-def match_low_frequencies(sr: np.ndarray, lr: np.ndarray, scale: int, sigma: float = 1.0) -> np.ndarray:
-    """Remove the SR crop's low-frequency departure from its LR input (colour/brightness drift).
-
-    downscale(sr) - lr, blurred to its lowest frequencies, upscaled, is subtracted from sr.
-    Returns float32 in 0..255, unrounded: `paste` rounds once, at the end.
-    """
-    h, w = lr.shape[:2]
-    down = cv2.resize(sr, (w, h), interpolation=cv2.INTER_AREA)
-    drift = cv2.GaussianBlur(cv2.subtract(down, lr, dtype=cv2.CV_32F), (0, 0), sigma)
-    drift_up = cv2.resize(drift, (sr.shape[1], sr.shape[0]), interpolation=cv2.INTER_CUBIC)
-    fixed = cv2.subtract(sr, drift_up, dtype=cv2.CV_32F)
-    return np.clip(fixed, 0.0, 255.0, out=fixed)
-
-
 @lru_cache(maxsize=64)
 def _mask3(height: int, width: int, feather: int, at_edge: tuple[bool, bool, bool, bool]) -> np.ndarray:
     """feather_mask repeated over the three channels, as OpenCV's element-wise ops want it."""
@@ -106,19 +95,44 @@ def _mask3(height: int, width: int, feather: int, at_edge: tuple[bool, bool, boo
     return mask
 
 
-def paste(background: np.ndarray, sr: np.ndarray, crop: Crop, scale: int, feather_frac: float = 0.18, alpha: float = 1.0) -> None:
-    """Blend `sr` (the crop at `scale`x, uint8 or float32 in 0..255) into `background` (the upscaled frame) in place."""
+# The feathered ramp's width, a fraction of the pasted crop's shorter side.
+FEATHER = 0.18
+
+
+def paste_residual(out: np.ndarray, residual: np.ndarray, lr: np.ndarray, crop: Crop, scale: int, *,
+                   alpha: float = 1.0, bicubic: np.ndarray | None = None, feather_frac: float = FEATHER,
+                   sigma: float = 1.0) -> None:
+    """Paste a super-resolved face into `out`, the bicubic-upscaled frame, in place.
+
+    The face is the bicubic upscale plus `residual` (what the generator adds to it: float32
+    levels, (s*h, s*w, 3) for the LR crop `lr`). Before it goes in, its lowest frequencies are
+    matched to the LR input: the departure of its area-downscaled self from `lr`, blurred to the
+    lowest frequencies and upscaled, is taken off, so a generator's slight colour or brightness
+    drift cannot show as a patch. It is blended in through the feathered mask (times `alpha`).
+
+    The bicubic upscale is `out`'s own pixels there, so the crop's is never made (nor the
+    face as an image): each step is one pass over the crop's pixels, and the sum is rounded
+    once. Where an earlier face was already pasted over some of these pixels, pass the
+    untouched upscale of the whole frame as `bicubic`: the face then replaces what is there.
+    """
     ys, xs = crop.scaled(scale)
-    region = background[ys, xs]
-    feather = max(2, int(round(min(sr.shape[:2]) * feather_frac)))
-    mask = _mask3(sr.shape[0], sr.shape[1], feather, crop.at_edge)
+    region = out[ys, xs]
+    base = region if bicubic is None else bicubic[ys, xs]
+    h, w = lr.shape[:2]
+    face_down = cv2.add(cv2.resize(residual, (w, h), interpolation=cv2.INTER_AREA),
+                        cv2.resize(base, (w, h), interpolation=cv2.INTER_AREA), dtype=cv2.CV_32F)
+    drift = cv2.GaussianBlur(cv2.subtract(face_down, lr, dtype=cv2.CV_32F), (0, 0), sigma)
+    drift_up = cv2.resize(drift, (residual.shape[1], residual.shape[0]), interpolation=cv2.INTER_CUBIC)
+    delta = cv2.subtract(residual, drift_up)  # the face minus the bicubic upscale, float32
+    if bicubic is not None:
+        delta = cv2.add(delta, cv2.subtract(base, region, dtype=cv2.CV_32F))  # the face minus what is there
+    feather = max(2, int(round(min(residual.shape[:2]) * feather_frac)))
+    mask = _mask3(residual.shape[0], residual.shape[1], feather, crop.at_edge)
     if alpha < 1.0:
         mask = mask * np.float32(alpha)
-    # region + mask * (sr - region), in OpenCV's vectorised float32 ops (numpy's broadcasting of
-    # an (H, W, 1) mask is several times slower); both ends lie in 0..255, so the convex
-    # combination does too and convertScaleAbs is a rounding, saturating cast to uint8.
-    blended = cv2.add(cv2.multiply(cv2.subtract(sr, region, dtype=cv2.CV_32F), mask), region, dtype=cv2.CV_32F)
-    region[...] = cv2.convertScaleAbs(blended)
+    # region + mask * delta, rounded and saturated to uint8 in OpenCV's vectorised ops (numpy's
+    # broadcasting of an (H, W, 1) mask is several times slower)
+    region[...] = cv2.add(cv2.multiply(delta, mask), region, dtype=cv2.CV_8U)
 
 
 # --- holding still pixels still, from frame to frame -------------------------------------

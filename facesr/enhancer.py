@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .blend import HOLD_LEVELS, MARGIN, Crop, Held, face_crop, hold_small_changes, match_low_frequencies, paste
+from .blend import HOLD_LEVELS, MARGIN, Crop, Held, face_crop, hold_small_changes, paste_residual
 from .detect import DETECT_EVERY, FaceDetector, FaceTracker
 from .models import Generator
 from .superres import SuperResolver, bicubic_upscale, resolve_device
@@ -215,11 +215,14 @@ class Enhancer:
             if job.crops:
                 lr_crops = [np.ascontiguousarray(c.of(frame)) for c, _ in job.crops]
                 with StageTimer.stage(times, "sr"):
-                    srs = self.resolver(lr_crops)
+                    residuals = self.resolver.residuals(lr_crops)
                 before = self._previous_held(job)
                 with StageTimer.stage(times, "blend"):
-                    for (crop, alpha), lr, sr in zip(job.crops, lr_crops, srs):
-                        paste(out, match_low_frequencies(sr, lr, s), crop, s, alpha=alpha)
+                    crops = [crop for crop, _ in job.crops]
+                    overlapping = any(a.overlaps(b) for i, a in enumerate(crops) for b in crops[:i])
+                    bicubic = out.copy() if overlapping else None  # what a face pasted over another replaces
+                    for (crop, alpha), lr, residual in zip(job.crops, lr_crops, residuals):
+                        paste_residual(out, residual, lr, crop, s, alpha=alpha, bicubic=bicubic)
                     if self.hold_levels:
                         regions = [crop.scaled(s) for crop, _ in job.crops]
                         hold_small_changes(out, regions, before, self.hold_levels)

@@ -14,7 +14,11 @@ ships beside that file as `{variant}-x{scale}.int8.onnx`:
      with dynamic batch, height and width;
   2. calibrate the activation ranges on LR faces degraded like a call (the training mix),
      per-channel int8 weights, uint8 activations (static QDQ quantization);
-  3. record the sha256 of the source safetensors in the ONNX metadata, so a model whose
+  3. two rewrites that change no output but ONNX Runtime's speed: PReLUs go out as
+     max(x, a * x), which it runs in int8 where it left PRelu in float, and the last
+     DepthToSpace moves before the dequantization, onto uint8 (together a fifth of
+     `lite`'s time in ONNX Runtime's profile);
+  4. record the sha256 of the source safetensors in the ONNX metadata, so a model whose
      float weights were retrained since is never run by mistake.
 
 Only running needs onnxruntime; building also needs onnx and onnxscript (the exporter).
@@ -22,6 +26,7 @@ Only running needs onnxruntime; building also needs onnx and onnxscript (the exp
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -117,12 +122,30 @@ class Int8Network:
 # --- building -------------------------------------------------------------------------
 
 
+class _MaxPReLU(torch.nn.Module):
+    """PReLU with every slope in [0, 1], as max(x, a * x): the same function, which ONNX Runtime
+    runs as an int8 multiply and a max (0.3 ms on `lite`'s 89-px crop) where its PRelu kernel,
+    left in float by the quantizer, took 1.3 ms, an eighth of the whole network."""
+
+    def __init__(self, prelu: torch.nn.PReLU):
+        super().__init__()
+        self.register_buffer("slope", prelu.weight.detach().clone().view(1, -1, 1, 1))  # (1, C, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(x, x * self.slope)
+
+
 class _NetworkOnly(torch.nn.Module):
-    """Generator.network as a module's forward, for the exporter."""
+    """Generator.network as a module's forward, for the exporter: a copy, its PReLUs with slopes in
+    [0, 1] in the max form."""
 
     def __init__(self, generator: Generator):
         super().__init__()
-        self.generator = generator
+        self.generator = copy.deepcopy(generator)
+        for parent in self.generator.modules():
+            for name, child in parent.named_children():
+                if isinstance(child, torch.nn.PReLU) and bool(((child.weight >= 0) & (child.weight <= 1)).all()):
+                    setattr(parent, name, _MaxPReLU(child))
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.generator.network(lr)
@@ -194,6 +217,7 @@ def build_int8(generator: Generator, faces: str | os.PathLike, out: str | os.Pat
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.Percentile)
         model = onnx.load(q)
+        _depth_to_space_before_dequantizing(model)
         meta = {SOURCE_KEY: file_sha256(weights_file),
                 CALIBRATION_KEY: f"{len(inputs)} faces from {Path(faces).name}/, training degradation mix, "
                                  "percentile 99.999, per-channel int8 weights, uint8 activations"}
@@ -205,3 +229,26 @@ def build_int8(generator: Generator, faces: str | os.PathLike, out: str | os.Pat
         onnx.save(model, str(part))
         os.replace(part, out)
     return out
+
+
+def _depth_to_space_before_dequantizing(model) -> None:
+    """Rearrange the last convolution's output while it is still uint8: its quantize-dequantize
+    pair then a float DepthToSpace become quantize, DepthToSpace, dequantize. The same numbers
+    (the dequantization is per tensor, DepthToSpace only moves values), a quarter of the bytes
+    moved: 0.34 ms against 0.58 on `lite`'s 89-px crop. A graph without that ending is left as it is."""
+    nodes = model.graph.node
+    if len(nodes) < 2:
+        return
+    dequantize, depth_to_space = nodes[-2], nodes[-1]
+    if (depth_to_space.op_type != "DepthToSpace" or dequantize.op_type != "DequantizeLinear"
+            or depth_to_space.input[0] != dequantize.output[0]):
+        return
+    quantized, scale, _ = dequantize.input
+    scales = [init for init in model.graph.initializer if init.name == scale]
+    if len(scales) != 1 or int(np.prod(scales[0].dims)) != 1:  # per channel: the values would move past their scales
+        return
+    rearranged = f"{quantized}_DepthToSpace"
+    depth_to_space.input[0], depth_to_space.output[0], out = quantized, rearranged, depth_to_space.output[0]
+    dequantize.input[0], dequantize.output[0] = rearranged, out
+    nodes.remove(dequantize)
+    nodes.append(dequantize)  # after DepthToSpace, as the graph's order must be

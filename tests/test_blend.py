@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from facesr.blend import Crop, Held, face_crop, feather_mask, hold_small_changes, match_low_frequencies, paste
+import cv2
+
+from facesr.blend import Crop, Held, face_crop, feather_mask, hold_small_changes, paste_residual
 from facesr.models import Generator, generator_config
 from facesr.superres import SuperResolver, upscale_tiled
 
@@ -25,34 +27,74 @@ def test_feather_mask_fades_to_zero_at_inner_edges_only():
     assert np.all(np.diff(m[20, :20]) >= 0)
 
 
-def test_paste_has_no_seam_and_respects_alpha():
-    rng = np.random.default_rng(0)
-    bg = rng.integers(0, 255, (400, 400, 3), dtype=np.uint8)
-    crop = Crop(20, 20, 60, 60, (False,) * 4)
-    same = bg.copy()
-    paste(same, bg[80:240, 80:240].copy(), crop, 4)  # pasting the background onto itself changes nothing
-    assert np.array_equal(same, bg)
-    out = bg.copy()
-    paste(out, np.full((160, 160, 3), 200, np.uint8), crop, 4)
-    assert np.all(out[150:170, 150:170] == 200)  # the middle is the SR crop
-    assert np.array_equal(out[80, 80:240], bg[80, 80:240])  # the border row is still the background
-    half = bg.copy()
-    paste(half, np.full((160, 160, 3), 200, np.uint8), crop, 4, alpha=0.5)
-    expected = (bg[160, 160].astype(float) + 200) / 2
-    assert np.allclose(half[160, 160], expected, atol=1)
+def _frame_and_crop(seed: int = 0):
+    """A smooth LR frame, its bicubic upscale and a face crop in the middle."""
+    rng = np.random.default_rng(seed)
+    lr_frame = cv2.GaussianBlur(rng.integers(40, 215, (90, 100, 3), dtype=np.uint8), (0, 0), 2)
+    up = cv2.resize(lr_frame, (400, 360), interpolation=cv2.INTER_CUBIC)
+    crop = Crop(30, 25, 70, 65, (False,) * 4)
+    return rng, up, crop, np.ascontiguousarray(crop.of(lr_frame))
 
 
-def test_low_frequency_match_removes_colour_drift_but_keeps_detail():
-    rng = np.random.default_rng(1)
-    lr = rng.integers(60, 190, (32, 32, 3), dtype=np.uint8)
-    sr = np.kron(lr, np.ones((4, 4, 1), np.uint8)).astype(np.int16)
-    detail = rng.integers(-20, 20, sr.shape)
-    drifted = np.clip(sr + detail + [25, -15, 10], 0, 255).astype(np.uint8)
-    fixed = match_low_frequencies(drifted, lr, 4).astype(float)
-    assert np.abs(fixed.mean(axis=(0, 1)) - lr.mean(axis=(0, 1))).max() < 1.5
-    assert np.abs(drifted.astype(float).mean(axis=(0, 1)) - lr.mean(axis=(0, 1))).max() > 9
-    kept = np.corrcoef((fixed - sr).ravel(), detail.ravel())[0, 1]
-    assert kept > 0.9  # the high-frequency detail survives
+def _reference(up, residual, lr, crop, feather=0.18, alpha=1.0):
+    """The face as an image (the crop's bicubic upscale plus the residual), its low-frequency drift
+    from the LR crop taken off, then blended in through the mask: float64 numpy throughout."""
+    ys, xs = crop.scaled(4)
+    bic = up[ys, xs].astype(np.float64)
+    face = bic + residual
+    h, w = lr.shape[:2]
+    down = face.reshape(h, 4, w, 4, 3).mean(axis=(1, 3))
+    drift = cv2.GaussianBlur(down - lr, (0, 0), 1.0)
+    face -= cv2.resize(drift, (4 * w, 4 * h), interpolation=cv2.INTER_CUBIC)
+    m = feather_mask(4 * h, 4 * w, max(2, round(4 * min(h, w) * feather)), crop.at_edge).astype(np.float64) * alpha
+    out = up.astype(np.float64).copy()
+    out[ys, xs] = bic + m * (face - bic)
+    return out
+
+
+def test_paste_residual_is_the_drift_matched_face_blended_in():
+    rng, up, crop, lr = _frame_and_crop()
+    residual = rng.normal(0, 12, (160, 160, 3)).astype(np.float32)
+    for alpha in (1.0, 0.5):
+        out = up.copy()
+        paste_residual(out, residual, lr, crop, 4, alpha=alpha)
+        assert np.abs(out - np.clip(_reference(up, residual, lr, crop, alpha=alpha), 0, 255)).max() <= 1.0
+    assert np.abs(out.astype(int) - up).max() > 10  # it did paste something
+
+
+def test_paste_residual_has_no_seam_and_takes_off_colour_drift_but_keeps_detail():
+    rng, up, crop, lr = _frame_and_crop(1)
+    same = up.copy()
+    paste_residual(same, np.zeros((160, 160, 3), np.float32), lr, crop, 4)
+    assert np.abs(same.astype(int) - up).max() <= 1  # nothing added: the bicubic frame, to within rounding
+    detail = rng.normal(0, 10, (160, 160, 3)).astype(np.float32)
+    out = up.copy()
+    paste_residual(out, detail + np.float32([25, -15, 10]), lr, crop, 4)  # detail on a colour cast
+    ys, xs = crop.scaled(4)
+    added = out[ys, xs].astype(float) - up[ys, xs]
+    assert np.abs(added.mean(axis=(0, 1))).max() < 1.5  # the cast is gone
+    middle = (slice(50, 110), slice(50, 110))
+    assert np.corrcoef(added[middle].ravel(), detail[middle].ravel())[0, 1] > 0.9  # the detail is kept
+    border = np.zeros(out.shape[:2], bool)
+    border[ys, xs] = True
+    edge_rows = np.r_[ys.start, ys.stop - 1]
+    assert np.abs(out[edge_rows, xs].astype(int) - up[edge_rows, xs]).max() <= 1  # the crop's edge: background
+    assert np.array_equal(out[~border], up[~border])  # nothing outside the crop moves
+
+
+def test_a_face_pasted_over_another_replaces_it():
+    rng, up, crop, lr = _frame_and_crop(2)
+    residual = rng.normal(0, 12, (160, 160, 3)).astype(np.float32)
+    first = Crop(10, 10, 45, 45, (False,) * 4)
+    out = up.copy()
+    paste_residual(out, rng.normal(0, 30, (140, 140, 3)).astype(np.float32), np.ascontiguousarray(first.of(
+        cv2.resize(up, (100, 90), interpolation=cv2.INTER_AREA))), first, 4)
+    paste_residual(out, residual, lr, crop, 4, bicubic=up)
+    alone = up.copy()
+    paste_residual(alone, residual, lr, crop, 4)
+    ys, xs = crop.scaled(4)
+    middle = (slice(ys.start + 40, ys.stop - 40), slice(xs.start + 40, xs.stop - 40))  # where the mask is 1
+    assert np.array_equal(out[middle], alone[middle])
 
 
 def test_tiled_full_frame_matches_one_pass_without_seams():

@@ -55,6 +55,13 @@ def test_lite_ships_int8_and_it_runs(astronaut):
     want = SuperResolver(load_generator("lite", 4), "cpu", "float32")([crop])[0]
     assert got.dtype == np.uint8 and got.shape == want.shape == (crop.shape[0] * 4, crop.shape[1] * 4, 3)
     assert 40 < psnr(got, want) < 70  # int8 touches the residual only; the bicubic skip stays float32
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(int8_path(WEIGHTS_DIR / "lite-x4.safetensors")).graph.node]
+    assert "PRelu" not in ops and ops[-2:] == ["DepthToSpace", "DequantizeLinear"]  # int8.py's two rewrites
+    residual = resolver.residuals([crop])[0]  # what the Enhancer pastes over the frame's bicubic upscale
+    bicubic = cv2.resize(crop.astype(np.float32), got.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+    assert np.abs(np.clip(bicubic + residual, 0, 255) - got).max() <= 0.51
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -34,6 +35,22 @@ def test_float32_output_is_the_generators_forward_rounded(variant, astronaut):
         assert np.abs(got.astype(int) - want).max() <= 1  # rounding of values within float error of .5
 
 
+@pytest.mark.parametrize("variant,residual_model", [("lite", True), ("lite", False), ("srresnet", True)])
+def test_residuals_are_what_the_generator_adds_to_the_bicubic_upscale(variant, residual_model, astronaut):
+    """The Enhancer pastes `residuals` over the frame's bicubic upscale: that must be the SR crop."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    net = Generator(dataclasses.replace(generator_config(variant, 4), bicubic_residual=residual_model)).eval()
+    resolver = SuperResolver(net, "cpu", "float32")
+    for crop in (face_crop_of(astronaut), face_crop_of(astronaut)[5:, 3:]):
+        res, sr = resolver.residuals([crop])[0], resolver([crop])[0]
+        bicubic = cv2.resize(crop.astype(np.float32), (crop.shape[1] * 4, crop.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
+        assert res.dtype == np.float32 and res.shape == sr.shape
+        assert np.abs(np.clip(bicubic + res, 0, 255) - sr).max() <= 0.51  # sr rounds the same sum
+        assert np.abs(res).max() > 1  # not nothing
+
+
 def test_bfloat16_matches_float32_closely(astronaut):
     crop = face_crop_of(astronaut)
     fp32 = SuperResolver(load_generator("lite", 4), "cpu", "float32")([crop])[0]
@@ -51,3 +68,20 @@ def test_auto_precision_follows_the_hardware():
         resolve_precision("float16", cpu)
     with pytest.raises(UserError, match="--precision"):
         resolve_precision("double", cpu)
+
+
+@pytest.mark.parametrize("residual_model", [True, False])
+def test_the_cuda_paths_arithmetic_matches_the_cpu_paths(residual_model, astronaut):
+    """SuperResolver._torch is what runs on CUDA; run on the CPU it must give what _cpu gives."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    net = Generator(dataclasses.replace(generator_config("lite", 4), bicubic_residual=residual_model)).eval()
+    resolver = SuperResolver(net, "cpu", "float32")
+    crop = face_crop_of(astronaut)
+    batch = crop[None]
+    with torch.inference_mode():
+        sr, res = resolver._torch(batch, residual=False)[0], resolver._torch(batch, residual=True)[0]
+    assert sr.dtype == np.uint8 and res.dtype == np.float32
+    assert np.abs(sr.astype(int) - resolver([crop])[0]).max() <= 1
+    assert np.abs(res - resolver.residuals([crop])[0]).max() < 0.01
