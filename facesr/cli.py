@@ -272,7 +272,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                       steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, eval_every=args.eval_every,
                       threads=args.threads, time_budget_min=args.time_budget, time_limit_min=args.time_limit,
                       degradations=args.degradations, contrast=args.contrast, init=args.init, gan_loss=args.gan_loss, adv_weight=args.adv_weight,
-                      pixel_weight=args.pixel_weight, fm_weight=args.fm_weight, vgg_weights=args.vgg_weights, ema=args.ema)
+                      pixel_weight=args.pixel_weight, fm_weight=args.fm_weight, vgg_weights=args.vgg_weights, ema=args.ema,
+                      d_warmup=args.d_warmup)
     best = train(cfg)
     print(f"weights: {best}", file=sys.stderr)
 
@@ -426,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("adversarial fine-tuning (srgan, lite-gan)")
     g.add_argument("--init", default=None,
                    help="weights to start from (GAN models: default the shipped srresnet/lite; pixel models: default random)")
+    g.add_argument("--d-warmup", type=int, default=0, metavar="STEPS",
+                   help="train the fresh discriminator alone this many steps first (for --init from a GAN model; default 0)")
     g.add_argument("--gan-loss", default="ragan", choices=("ragan", "hinge"))
     g.add_argument("--adv-weight", type=float, default=None,
                    help="weight of the adversarial loss (default 1e-3, the paper's, with --vgg-weights; else 1e-2)")

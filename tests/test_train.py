@@ -200,3 +200,26 @@ def test_gan_losses_point_the_right_way(kind):
     real, fake = torch.full((8,), 3.0), torch.full((8,), -3.0)  # a discriminator that tells them apart
     assert discriminator_loss(real, fake, kind) < discriminator_loss(fake, real, kind)
     assert generator_adversarial_loss(real, fake, kind) > generator_adversarial_loss(fake, real, kind)
+
+
+def test_discriminator_warm_up_trains_the_discriminator_alone_on_a_fresh_run_only(faces, tmp_path, monkeypatch):
+    from facesr.train import loop
+
+    pixel = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "pixel"), steps=2, batch=2, patch=64,
+                        degradations="clean", warmup=1)
+    init = train(pixel)
+    start = load_generator(str(init), 4).state_dict()
+    cfg = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "gan"), model="lite-gan", init=str(init),
+                      steps=1, batch=2, patch=64, warmup=1, degradations="clean", d_warmup=3, ema=0.0)
+    calls = []
+    real_step = loop._Adversary.step
+    monkeypatch.setattr(loop._Adversary, "step", lambda self, sr, hr, lr: calls.append(1) or real_step(self, sr, hr, lr))
+    weights = train(cfg)
+    assert len(calls) == 4  # three discriminator steps alone, then one beside the generator's step
+    assert "d_warmup" in read_metadata(weights)
+    trained = load_generator(str(weights), 4).state_dict()
+    assert any(not torch.equal(trained[k], v) for k, v in start.items() if v.is_floating_point())
+    cfg.steps = 2  # resumed: no second warm-up
+    calls.clear()
+    train(cfg)
+    assert len(calls) == 1
