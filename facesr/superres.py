@@ -116,8 +116,7 @@ class SuperResolver:
     bicubic upscale a residual generator adds to is always float32, so a lower precision only
     touches the residual (about 0.01 dB on `facesr eval`). On a CPU that upscale is OpenCV's
     INTER_CUBIC, the same filter as torch's but several times faster, and `lite`'s network runs
-    as oneDNN's fused convolutions (facesr/fused.py: 2.9 against 4.4 ms per 92-px crop in
-    bfloat16), from a packed copy of the weights made here. The model is moved and cast in place
+    as oneDNN's fused convolutions (facesr/fused.py), from a packed copy of the weights made here. The model is moved and cast in place
     (as `nn.Module.to` does), so Enhancers sharing one Generator share its precision.
     """
 

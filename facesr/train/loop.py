@@ -285,9 +285,10 @@ def train(cfg: TrainConfig) -> Path:
         torch.save(state, out / "last.pt.part")
         os.replace(out / "last.pt.part", ckpt_path)
 
-    if adversary is not None and step == 0 and cfg.d_warmup:
-        _warm_up_discriminator(cfg, adversary, model, data)
+    if adversary is not None and cfg.d_warmup:
         meta["d_warmup"] = f"{cfg.d_warmup} discriminator steps alone before the first generator step"
+        if step == 0:  # a fresh run; a resumed one has its warmed-up discriminator in the checkpoint
+            _warm_up_discriminator(cfg, adversary, model, data)
     model.train()
     shipped = average.model if average is not None else model  # what is evaluated and exported
     last_eval: dict[str, float] = {}
