@@ -16,10 +16,14 @@ per layer instead of once per op.
 
 `FusedNetwork.of(generator)` is None where it does not apply: another architecture (batch
 norm, PReLU in the blocks, progressive upsampling: the paper-sized model), a torch without
-these oneDNN ops, or one whose ops give other numbers than the network (checked once at build).
+these oneDNN ops, a CPU that cannot run them in the generator's dtype (bfloat16 needs AVX-512
+or AVX-NE-CONVERT: not an AVX2-only CPU such as AMD's Zen 3, where `--precision auto` runs
+float32 anyway), or ops that give other numbers than the network (checked once at build).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -42,6 +46,20 @@ def _ops():
                 mkldnn._reorder_convolution_weight.default)
     except (AttributeError, RuntimeError):
         return None
+
+
+@functools.cache
+def runs_here(dtype: torch.dtype) -> bool:
+    """Whether this CPU runs the fused convolutions in `dtype`: packs a tiny weight to find out
+    (oneDNN refuses bfloat16 weights on a CPU without bfloat16 conversion instructions)."""
+    ops = _ops()
+    if ops is None:
+        return False
+    try:
+        ops[2](torch.zeros(4, 3, 3, 3, dtype=dtype), [1, 1], [1, 1], [1, 1], 1, [1, 3, 8, 8])
+    except RuntimeError:
+        return False
+    return True
 
 
 class _Conv:
@@ -70,11 +88,10 @@ class FusedNetwork:
         weight = generator.head[0].weight
         if c.batch_norm or c.upsample != "late" or weight.device.type != "cpu" or weight.dtype not in _CHECK_TOLERANCE:
             return None
-        ops = _ops()
-        if ops is None:
+        if not runs_here(weight.dtype):
             return None
         try:
-            fused = cls(generator, ops)
+            fused = cls(generator, _ops())
             with torch.inference_mode():
                 x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0)).to(weight.dtype)
                 agree = (fused(x).float() - generator.network(x).float()).abs().max().item() <= _CHECK_TOLERANCE[weight.dtype]

@@ -14,7 +14,7 @@ from facesr.errors import UserError
 from facesr.int8 import SOURCE_KEY, Int8Network, int8_path, int8_status, onnx_metadata
 from facesr.metrics import psnr
 from facesr.models import Generator, generator_config
-from facesr.superres import SuperResolver, precision_name
+from facesr.superres import SuperResolver, cpu_has_vnni, precision_name
 from facesr.weights import WEIGHTS_DIR, file_sha256, load_generator, save_generator
 from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale
 
@@ -54,7 +54,9 @@ def test_lite_ships_int8_and_it_runs(astronaut):
     got = resolver([crop])[0]
     want = SuperResolver(load_generator("lite", 4), "cpu", "float32")([crop])[0]
     assert got.dtype == np.uint8 and got.shape == want.shape == (crop.shape[0] * 4, crop.shape[1] * 4, 3)
-    assert 40 < psnr(got, want) < 70  # int8 touches the residual only; the bicubic skip stays float32
+    # int8 touches the residual only; the bicubic skip stays float32. Without VNNI (AVX2 alone)
+    # ONNX Runtime's uint8 x int8 products saturate at 16 bits: 38.9 dB on an AVX2-only Zen 3
+    assert (40 if cpu_has_vnni() else 36) < psnr(got, want) < 70
     import onnx
 
     ops = [node.op_type for node in onnx.load(int8_path(WEIGHTS_DIR / "lite-x4.safetensors")).graph.node]
