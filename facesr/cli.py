@@ -272,7 +272,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(data=args.data, eval_dir=args.eval_dir or None, out=out, model=args.model, scale=args.scale,
                       steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, eval_every=args.eval_every,
                       threads=args.threads, time_budget_min=args.time_budget, time_limit_min=args.time_limit,
-                      degradations=args.degradations, contrast=args.contrast, init=args.init, gan_loss=args.gan_loss, adv_weight=args.adv_weight,
+                      degradations=args.degradations, contrast=args.contrast, detail=args.detail, init=args.init,
+                      gan_loss=args.gan_loss, adv_weight=args.adv_weight,
                       pixel_weight=args.pixel_weight, fm_weight=args.fm_weight, vgg_weights=args.vgg_weights, ema=args.ema,
                       d_warmup=args.d_warmup)
     best = train(cfg)
@@ -422,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="call: blur, noise, JPEG and H.264 (default); clean: area downscaling only")
     p.add_argument("--contrast", type=_number_pair, default=(1.0, 1.0), metavar="LOW,HIGH",
                    help="stretch each HR patch's contrast by a random gain in this range (default 1,1: off)")
+    p.add_argument("--detail", type=_number_pair, default=(1.0, 1.0), metavar="LOW,HIGH",
+                   help="multiply each HR patch's detail above the LR's Nyquist by a random gain in this range (default 1,1: off)")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="evaluate and export a moving average of the generator's weights with this decay "
                         "(default 0.999 for srgan and lite-gan, 0 (off) for the pixel models)")

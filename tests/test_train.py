@@ -8,8 +8,9 @@ from facesr.errors import UserError
 from facesr.images import write_rgb
 from facesr.models import Generator, generator_config
 from facesr.train import TrainConfig, train
-from facesr.train.data import FacePairs, to_tensor
-from facesr.train.degrade import CLEAN, Degradation, degrade
+from facesr.metrics import high_frequency_energy
+from facesr.train.data import FacePairs, boost_detail, to_tensor
+from facesr.train.degrade import CLEAN, Degradation, degrade, downscale
 from facesr.train.loop import WeightAverage
 from facesr.weights import load_generator, read_metadata
 
@@ -53,6 +54,24 @@ def test_contrast_gain_stretches_the_hr_and_its_lr_alike(faces):
     assert (down - to_tensor(lr1[None])).abs().mean() < 0.01  # the LR is made from the stretched HR
     with pytest.raises(UserError, match="contrast"):
         FacePairs(faces, 4, 64, CLEAN, contrast=(1.2, 1.0))
+
+
+def test_detail_gain_raises_the_band_the_lr_loses_and_leaves_the_lr(astronaut, faces):
+    hr = astronaut[:256, 128:384]
+    boosted = boost_detail(hr, 1.5, 4)
+    ratio = high_frequency_energy(boosted, 4) / high_frequency_energy(hr, 4)
+    assert 1.6 < ratio < 2.3  # energy: up to the gain squared, less near the Nyquist where the blur keeps half
+    assert np.abs(boost_detail(hr, 1.0, 4).astype(int) - hr).max() == 0
+    change_hr = np.abs(boosted.astype(int) - hr).mean()
+    change_lr = np.abs(downscale(boosted, 4).astype(int) - downscale(hr, 4)).mean()
+    assert change_lr < 0.6 * change_hr  # the LR, made from the boosted HR, moves less
+    plain = FacePairs(faces, 4, 64, CLEAN, seed=3)
+    sharper = FacePairs(faces, 4, 64, CLEAN, seed=3, detail=(1.5, 1.5))
+    (_, hr0), (lr1, hr1) = plain.sample(), sharper.sample()  # the same crop: the gain is drawn after it
+    assert high_frequency_energy(hr1, 4) > 1.5 * high_frequency_energy(hr0, 4)
+    assert np.abs(downscale(hr1, 4).astype(int) - lr1).max() <= 1  # the LR is made from the boosted HR
+    with pytest.raises(UserError, match="detail"):
+        FacePairs(faces, 4, 64, CLEAN, detail=(1.5, 1.2))
 
 
 def test_missing_training_folder_is_a_user_error(tmp_path):

@@ -53,6 +53,7 @@ class TrainConfig:
     time_limit_min: float = 0.0  # 0: none; else stop this run (checkpointed, resumable) after this many minutes
     degradations: str = "call"  # "call": blur, noise, JPEG and H.264 as in `degrade`; "clean": area downscale only
     contrast: tuple[float, float] = (1.0, 1.0)  # range of a random contrast gain on the HR patches (1, 1: off)
+    detail: tuple[float, float] = (1.0, 1.0)  # range of a random gain on the HR patches' fine detail (1, 1: off)
     # adversarial fine-tuning (models "srgan", "lite-gan"):
     init: str | None = None  # pixel-model weights to start from (default: the shipped pixel model)
     gan_loss: str = "ragan"  # "ragan" (relativistic average) or "hinge"
@@ -263,13 +264,15 @@ def train(cfg: TrainConfig) -> Path:
         print(f"resuming {ckpt_path} at step {step} ({wall / 60:.1f} min trained)")
 
     spec = Degradation() if cfg.degradations == "call" else CLEAN
-    contrast = tuple(cfg.contrast)
-    data = FacePairs(cfg.data, cfg.scale, cfg.patch, spec, seed=cfg.seed + step, contrast=contrast)
+    contrast, detail = tuple(cfg.contrast), tuple(cfg.detail)
+    data = FacePairs(cfg.data, cfg.scale, cfg.patch, spec, seed=cfg.seed + step, contrast=contrast, detail=detail)
     pairs = eval_pairs(cfg.eval_dir, cfg.scale) if cfg.eval_dir else None
     meta = {"data": f"{cfg.data} ({len(data)} images)", "degradations": json.dumps(asdict(spec)),
             "loss": adversary.describe() if adversary else "L1", "patch": cfg.patch, "batch": cfg.batch}
     if contrast != (1.0, 1.0):
         meta["augment"] = f"random contrast gain {contrast[0]:g}-{contrast[1]:g} on the HR patches"
+    if detail != (1.0, 1.0):
+        meta["augment_detail"] = f"random gain {detail[0]:g}-{detail[1]:g} on the HR patches' detail above the LR Nyquist"
     if average is not None:
         meta["weight_average"] = f"exponential moving average of the generator's weights, decay {cfg.ema_decay:g}"
     if init:
