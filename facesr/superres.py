@@ -125,8 +125,9 @@ class SuperResolver:
     bicubic upscale a residual generator adds to is always float32, so a lower precision only
     touches the residual (about 0.01 dB on `facesr eval`). On a CPU that upscale is OpenCV's
     INTER_CUBIC, the same filter as torch's but several times faster, and `lite`'s network runs
-    as oneDNN's fused convolutions (facesr/fused.py), from a packed copy of the weights made here. The model is moved and cast in place
-    (as `nn.Module.to` does), so Enhancers sharing one Generator share its precision.
+    as oneDNN's fused convolutions (facesr/fused.py), from a packed copy of the weights made
+    here. The model is moved and cast in place (as `nn.Module.to` does), so Enhancers sharing
+    one Generator share its precision.
     """
 
     def __init__(self, model: Generator, device: torch.device | str = "cpu", precision: str = "auto"):
