@@ -45,9 +45,8 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the generator runs (default auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "int8", "float32", "bfloat16", "float16"),
                    help="the generator's arithmetic: auto is float16 on CUDA; on a CPU, int8 (the model's int8 file "
-                        "in ONNX Runtime, lite has one) where the CPU has AVX-512 VNNI and no AMX, else bfloat16 "
-                        "on CPUs that have it in hardware (AVX-512 BF16, AMX), else float32 (int8 without VNNI "
-                        "is faster still but saturates: -0.15 dB)")
+                        "in ONNX Runtime, lite has one) on x86 CPUs with AVX2 and no AMX, else bfloat16 "
+                        "on CPUs that have it in hardware (AVX-512 BF16, AMX), else float32")
 
 
 def _add_face_args(p: argparse.ArgumentParser) -> None:
@@ -272,9 +271,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(data=args.data, eval_dir=args.eval_dir or None, out=out, model=args.model, scale=args.scale,
                       steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, eval_every=args.eval_every,
                       threads=args.threads, time_budget_min=args.time_budget, time_limit_min=args.time_limit,
-                      degradations=args.degradations, contrast=args.contrast, detail=args.detail, init=args.init,
+                      degradations=args.degradations, contrast=args.contrast, detail=args.detail,
+                      photos=args.photos, init=args.init,
                       gan_loss=args.gan_loss, adv_weight=args.adv_weight,
-                      pixel_weight=args.pixel_weight, fm_weight=args.fm_weight, vgg_weights=args.vgg_weights, ema=args.ema,
+                      pixel_weight=args.pixel_weight, fm_weight=args.fm_weight,
+                      energy_weight=args.energy_weight, vgg_weights=args.vgg_weights, ema=args.ema,
                       d_warmup=args.d_warmup)
     best = train(cfg)
     print(f"weights: {best}", file=sys.stderr)
@@ -425,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stretch each HR patch's contrast by a random gain in this range (default 1,1: off)")
     p.add_argument("--detail", type=_number_pair, default=(1.0, 1.0), metavar="LOW,HIGH",
                    help="multiply each HR patch's detail above the LR's Nyquist by a random gain in this range (default 1,1: off)")
+    p.add_argument("--photos", type=int, default=0, metavar="N",
+                   help="also train on N crops of the real photos scikit-image ships (a cat, coffee, a rocket, "
+                        "a motorcycle): real-camera texture the synthetic faces lack (default 0)")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="evaluate and export a moving average of the generator's weights with this decay "
                         "(default 0.999 for srgan and lite-gan, 0 (off) for the pixel models)")
@@ -438,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the adversarial loss (default 1e-3, the paper's, with --vgg-weights; else 1e-2)")
     g.add_argument("--pixel-weight", type=float, default=0.01, help="weight of the L1 content loss (default 0.01)")
     g.add_argument("--fm-weight", type=float, default=1.0, help="weight of the feature-matching content loss (default 1)")
+    g.add_argument("--energy-weight", type=float, default=0.0,
+                   help="weight of the local detail-energy content loss: how strong the detail above the LR's "
+                        "Nyquist is, not where it lies (default 0: off)")
     g.add_argument("--vgg-weights", default=None, metavar="FILE",
                    help="torchvision vgg19 state dict: use the paper's VGG54 content loss instead of L1 + feature matching")
     p.set_defaults(func=cmd_train)

@@ -45,21 +45,13 @@ def cpu_has_native_bfloat16() -> bool:
         return False
 
 
-def cpu_has_vnni() -> bool:
-    """Whether this CPU has AVX-512 VNNI: int8 dot products in one instruction. Without it (AVX2
-    alone) ONNX Runtime's uint8 x int8 products saturate at 16 bits, which costs `lite` in int8
-    0.15 dB on the faces (an AVX2-only Zen 3: 29.82 dB against 29.94 with VNNI; model card)."""
-    try:
-        return bool(torch.cpu._is_vnni_supported())
-    except AttributeError:
-        return False
-
-
 def cpu_prefers_int8() -> bool:
-    """Whether ONNX Runtime's int8 is the CPU default here: VNNI (`cpu_has_vnni`) and no AMX (whose
-    bfloat16 tiles make torch the faster; measured on both kinds, see the README's Performance)."""
+    """Whether ONNX Runtime's int8 is the CPU default here: an x86 CPU with AVX2 (VNNI or not; the
+    int8 file's 7-bit weights keep AVX2's 16-bit sums from saturating, `int8.build_int8`) and no
+    AMX, whose bfloat16 tiles make torch the faster (measured on each kind, see the README's
+    Performance). Elsewhere (ARM) it is unmeasured, and torch stays."""
     try:
-        return cpu_has_vnni() and not torch.cpu._is_amx_tile_supported()
+        return bool(torch.cpu._is_avx2_supported()) and not torch.cpu._is_amx_tile_supported()
     except AttributeError:
         return False
 
@@ -83,7 +75,8 @@ def int8_model(generator: Generator, precision: str, device: torch.device):
     "int8" asks for it, and fails with the reason where the model has no usable int8 file.
     "auto" takes it where the model has a current one (`lite`) on a CPU that `cpu_prefers_int8`:
     there it is the fastest path measured, 1.1-1.2x bfloat16's fps end to end on an AVX-512
-    BF16 CPU and about 3x float32's for the generator alone, for 0.02-0.03 dB on `facesr eval`.
+    BF16 CPU, and 1.8x float32's for the SuperResolver call on an AVX2-only one, for 0.02-0.04
+    dB on `facesr eval`.
     Its rounding changes from frame to frame; the Enhancer's hold on one-level changes
     (blend.hold_small_changes) keeps that under bicubic's flicker (see weights/MODEL_CARD.md).
     """

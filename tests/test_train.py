@@ -1,17 +1,19 @@
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from facesr.errors import UserError
-from facesr.images import write_rgb
+from facesr.images import list_images, read_rgb, write_rgb
 from facesr.models import Generator, generator_config
 from facesr.train import TrainConfig, train
 from facesr.metrics import high_frequency_energy
 from facesr.train.data import FacePairs, boost_detail, to_tensor
 from facesr.train.degrade import CLEAN, Degradation, degrade, downscale
 from facesr.train.loop import WeightAverage
+from facesr.train.photos import photo_crops
 from facesr.weights import load_generator, read_metadata
 
 
@@ -72,6 +74,25 @@ def test_detail_gain_raises_the_band_the_lr_loses_and_leaves_the_lr(astronaut, f
     assert np.abs(downscale(hr1, 4).astype(int) - lr1).max() <= 1  # the LR is made from the boosted HR
     with pytest.raises(UserError, match="detail"):
         FacePairs(faces, 4, 64, CLEAN, detail=(1.5, 1.2))
+
+
+def test_photo_crops_are_cached_real_photos_drawn_beside_the_faces(faces, tmp_path):
+    folder = photo_crops(7, cache=tmp_path / "photos")
+    crops = [read_rgb(p) for p in list_images(folder)]
+    assert len(crops) == 7 and all(c.shape == (256, 256, 3) for c in crops)
+    assert len({c.tobytes() for c in crops}) == 7  # seven different crops
+    assert min(c.std() for c in crops) > 10  # photos, not blank
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    assert photo_crops(7, cache=tmp_path / "photos") == folder
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before  # made once
+    both = FacePairs([faces, folder], 4, 64, CLEAN, seed=0)
+    assert len(both) == 3 + 7
+    lr, hr = both.sample()
+    assert hr.shape == (64, 64, 3) and lr.shape == (16, 16, 3)
+    with pytest.raises(UserError, match="--photos"):
+        photo_crops(0, cache=tmp_path / "photos")
+    with pytest.raises(UserError, match="no training images"):
+        FacePairs([faces, tmp_path / "empty"], 4, 64, CLEAN)
 
 
 def test_missing_training_folder_is_a_user_error(tmp_path):
@@ -136,7 +157,8 @@ def test_gan_fine_tuning_trains_both_networks_and_resumes(faces, tmp_path):
     init = train(pixel)
     out = tmp_path / "gan"
     cfg = TrainConfig(data=str(faces), eval_dir=str(faces), out=str(out), model="lite-gan", init=str(init),
-                      steps=2, batch=2, patch=64, eval_every=2, checkpoint_every=1, warmup=1, degradations="clean")
+                      steps=2, batch=2, patch=64, eval_every=2, checkpoint_every=1, warmup=1, degradations="clean",
+                      energy_weight=1.0)
     train(cfg)
     first = torch.load(out / "last.pt", weights_only=False)
     assert first["step"] == 2 and "disc" in first and "disc_opt" in first
@@ -147,9 +169,9 @@ def test_gan_fine_tuning_trains_both_networks_and_resumes(faces, tmp_path):
     moved = [not torch.equal(a, state["disc"][k]) for k, a in first["disc"].items() if a.is_floating_point()]
     assert any(moved)  # the discriminator trained too
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert {"l1", "fm", "adv", "d", "hf_ratio"} <= set(log[-1])
+    assert {"l1", "fm", "energy", "adv", "d", "hf_ratio"} <= set(log[-1])
     meta = read_metadata(weights)
-    assert "adversarial" in meta["loss"] and "init" in meta
+    assert "adversarial" in meta["loss"] and "detail energy" in meta["loss"] and "init" in meta
     # the GAN stage exports its weight average, which is kept across the resume
     assert state["ema"]["updates"] == 3 and "weight_average" in meta
     shipped = load_generator(str(weights), 4).state_dict()
@@ -210,6 +232,28 @@ def test_vgg54_loads_a_torchvision_state_dict_and_rejects_others(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a pickle")
     with pytest.raises(UserError, match="not a torch state-dict"):
         VGG54Loss(tmp_path / "junk.pth")
+
+
+def test_detail_energy_asks_how_strong_the_detail_is_not_where(astronaut):
+    from facesr.train.losses import detail_energy
+
+    hr = astronaut[:256, 128:384]
+    bicubic = cv2.resize(downscale(hr, 4), (256, 256), interpolation=cv2.INTER_CUBIC)  # too flat
+    shifted = np.roll(hr, (2, 2), (0, 1))  # the same detail, every ripple moved
+    sharpened = boost_detail(hr, 2.0, 4)  # too busy
+    target = to_tensor(hr[None])
+
+    def losses(img):
+        x = to_tensor(img[None])
+        return detail_energy(x, target, 4).item(), torch.nn.functional.l1_loss(x, target).item()
+
+    assert losses(hr) == (0.0, 0.0)
+    (e_bic, l1_bic), (e_shift, l1_shift), (e_sharp, _) = losses(bicubic), losses(shifted), losses(sharpened)
+    assert l1_shift > l1_bic  # L1 would rather have the blur than the moved detail
+    assert e_shift < 0.4 * e_bic and e_shift < 0.4 * e_sharp  # the energy loss would not
+    x = to_tensor(bicubic[None]).requires_grad_()
+    detail_energy(x, target, 4).backward()
+    assert x.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("kind", ["ragan", "hinge"])

@@ -1,4 +1,4 @@
-"""LR/HR training pairs made on the fly from a folder of aligned face images."""
+"""LR/HR training pairs made on the fly from a folder of aligned face images (and real photos)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import math
 import os
 from dataclasses import asdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,9 @@ H264_BANK_VERSION = 2  # bump when h264_call changes, so stale caches are rebuil
 
 class FacePairs:
     """Holds the HR faces in memory; `batch(n)` draws n random (LR, HR) patch pairs.
+
+    `folder` is one folder of images or several (the faces, then `photos.photo_crops`), drawn from
+    alike.
 
     Per sample: a random face, sometimes shrunk (faces in a call come at many sizes), a
     random `patch`-pixel square crop, a horizontal flip, optionally a random contrast gain,
@@ -41,7 +45,7 @@ class FacePairs:
     The H.264 samples come from a cache of LRs and are left as they are.
     """
 
-    def __init__(self, folder: str | os.PathLike, scale: int, patch: int, degradation: Degradation, seed: int = 0,
+    def __init__(self, folder: str | os.PathLike | Sequence[str | os.PathLike], scale: int, patch: int, degradation: Degradation, seed: int = 0,
                  cache: str | os.PathLike | None = None, contrast: tuple[float, float] = (1.0, 1.0),
                  detail: tuple[float, float] = (1.0, 1.0)):
         if patch % scale:
@@ -50,9 +54,13 @@ class FacePairs:
             raise UserError(f"--contrast {contrast[0]:g},{contrast[1]:g}: give two gains, 0 < LOW <= HIGH")
         if not 0 <= detail[0] <= detail[1]:
             raise UserError(f"--detail {detail[0]:g},{detail[1]:g}: give two gains, 0 <= LOW <= HIGH")
-        paths = list_images(folder) if os.path.isdir(folder) else []
-        if not paths:
-            raise UserError(f"{folder}: no training images found")
+        folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
+        paths = []
+        for f in folders:
+            found = list_images(f) if os.path.isdir(f) else []
+            if not found:
+                raise UserError(f"{f}: no training images found")
+            paths += found
         pairs = [(path, img) for path, img in zip(paths, map(read_rgb, paths)) if min(img.shape[:2]) >= patch]
         if not pairs:
             raise UserError(f"{folder}: no image is at least {patch}x{patch} pixels")

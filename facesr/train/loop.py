@@ -28,8 +28,9 @@ from ..superres import SuperResolver, bicubic_upscale
 from ..weights import load_generator, read_metadata, save_generator, weights_path
 from .data import FacePairs, eval_pairs
 from .degrade import CLEAN, Degradation
-from .losses import (VGG54Loss, discriminator_features, discriminator_loss, feature_matching,
+from .losses import (VGG54Loss, detail_energy, discriminator_features, discriminator_loss, feature_matching,
                      generator_adversarial_loss)
+from .photos import photo_crops
 
 
 @dataclass
@@ -54,12 +55,14 @@ class TrainConfig:
     degradations: str = "call"  # "call": blur, noise, JPEG and H.264 as in `degrade`; "clean": area downscale only
     contrast: tuple[float, float] = (1.0, 1.0)  # range of a random contrast gain on the HR patches (1, 1: off)
     detail: tuple[float, float] = (1.0, 1.0)  # range of a random gain on the HR patches' fine detail (1, 1: off)
+    photos: int = 0  # crops of scikit-image's real photos to train on beside `data` (`photos.photo_crops`)
     # adversarial fine-tuning (models "srgan", "lite-gan"):
     init: str | None = None  # pixel-model weights to start from (default: the shipped pixel model)
     gan_loss: str = "ragan"  # "ragan" (relativistic average) or "hinge"
     adv_weight: float | None = None  # default: the paper's 1e-3 with VGG54; 1e-2 with feature matching
     pixel_weight: float = 0.01  # L1 content loss (without --vgg-weights): anchors colour and layout
     fm_weight: float = 1.0  # discriminator feature-matching content loss (without --vgg-weights)
+    energy_weight: float = 0.0  # the local detail-energy content loss (`losses.detail_energy`; 0: off)
     vgg_weights: str | None = None  # a torchvision vgg19 state dict: the paper's VGG54 content loss instead
     ema: float | None = None  # decay of the generator's weight average (evaluated and exported); None:
     # 0.999 for the adversarial models, off (0) for the pixel ones
@@ -176,6 +179,8 @@ class _Adversary:
     def describe(self) -> str:
         content = "VGG54 (the paper's content loss)" if self.vgg else (
             f"{self.cfg.pixel_weight:g} x L1 + {self.cfg.fm_weight:g} x discriminator feature matching")
+        if self.cfg.energy_weight:
+            content += f" + {self.cfg.energy_weight:g} x local detail energy"
         return f"{content} + {self.cfg.adversarial_weight:g} x {self.cfg.gan_loss} adversarial"
 
     def generator_loss(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -193,6 +198,10 @@ class _Adversary:
             pix, fm = F.l1_loss(sr, hr), feature_matching(fake_feats, real_feats)
             content = cfg.pixel_weight * pix + cfg.fm_weight * fm
             parts = {"l1": pix.item(), "fm": fm.item()}
+        if cfg.energy_weight:
+            energy = detail_energy(sr, hr, cfg.scale)
+            content = content + cfg.energy_weight * energy
+            parts["energy"] = energy.item()
         return content + cfg.adversarial_weight * adv, {**parts, "adv": adv.item()}
 
     def step(self, sr: torch.Tensor, hr: torch.Tensor, lr: float) -> float:
@@ -265,9 +274,14 @@ def train(cfg: TrainConfig) -> Path:
 
     spec = Degradation() if cfg.degradations == "call" else CLEAN
     contrast, detail = tuple(cfg.contrast), tuple(cfg.detail)
-    data = FacePairs(cfg.data, cfg.scale, cfg.patch, spec, seed=cfg.seed + step, contrast=contrast, detail=detail)
+    folders = [cfg.data] + ([str(photo_crops(cfg.photos))] if cfg.photos else [])
+    data = FacePairs(folders, cfg.scale, cfg.patch, spec, seed=cfg.seed + step, contrast=contrast, detail=detail)
     pairs = eval_pairs(cfg.eval_dir, cfg.scale) if cfg.eval_dir else None
-    meta = {"data": f"{cfg.data} ({len(data)} images)", "degradations": json.dumps(asdict(spec)),
+    described = f"{cfg.data} ({len(data) - cfg.photos} images)"
+    if cfg.photos:
+        described += (f" + {cfg.photos} crops of scikit-image's photos (chelsea, coffee, rocket,"
+                      " stereo_motorcycle; facesr.train.photos)")
+    meta = {"data": described, "degradations": json.dumps(asdict(spec)),
             "loss": adversary.describe() if adversary else "L1", "patch": cfg.patch, "batch": cfg.batch}
     if contrast != (1.0, 1.0):
         meta["augment"] = f"random contrast gain {contrast[0]:g}-{contrast[1]:g} on the HR patches"

@@ -11,6 +11,12 @@ Without them the content loss is the pixel L1 loss plus discriminator feature ma
 (Salimans et al. 2016; pix2pixHD): L1 between the discriminator's own feature maps of the
 output and of the original, a perceptual distance the discriminator learns as it trains.
 
+A third content term, off by default (`--energy-weight`), matches the amount of fine detail
+rather than the detail itself: the local RMS of the luma's band above the LR's Nyquist
+frequency, output against original (`detail_energy`). It ignores where each ripple lies, so
+unlike L1 or feature matching it has no minimum at the blurred mean of the textures the LR
+allows; it says only how strong they should be.
+
 The adversarial loss is relativistic average (ESRGAN, Wang et al. 2018): the discriminator
 judges whether an original looks more real than the average output and vice versa, which
 trains more stably than the paper's plain GAN loss on small batches; `hinge` is the other
@@ -19,6 +25,7 @@ choice.
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -118,3 +125,35 @@ def generator_adversarial_loss(real: torch.Tensor, fake: torch.Tensor, kind: str
     if kind == "hinge":
         return -fake.mean()
     raise ValueError(f"unknown GAN loss {kind!r}")
+
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of each channel of (B, C, H, W), reflecting at the borders."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def local_detail_rms(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Local RMS (B, 1, H, W) of the luma's detail above the LR's Nyquist frequency.
+
+    The detail is the luma minus a Gaussian blur whose response is one half at 1 / (2 scale)
+    cycles per pixel (the band `train.data.boost_detail` scales and `facesr eval`'s detail ratio
+    measures); its energy is averaged over a Gaussian window of sigma 2 scale, a few of the band's
+    periods, so where each ripple lies does not matter, only how strong they are there.
+    """
+    y = (x * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    fine = y - _gaussian_blur(y, scale / math.pi * math.sqrt(2 * math.log(2)))
+    return torch.sqrt(_gaussian_blur(fine * fine, 2.0 * scale) + 1e-8)
+
+
+def detail_energy(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """L1 between the local detail RMS of output and original: too flat and too busy cost alike."""
+    return F.l1_loss(local_detail_rms(sr, scale), local_detail_rms(hr, scale).detach())
