@@ -14,7 +14,7 @@ ships beside that file as `{variant}-x{scale}.int8.onnx`:
      with dynamic batch, height and width;
   2. calibrate the activation ranges on LR faces degraded like a call (the training mix),
      per-channel 7-bit int8 weights, uint8 activations (static QDQ quantization; 7 bits so
-     that AVX2's 16-bit sums cannot saturate and every x86 CPU computes the same integers);
+     that AVX2's 16-bit sums cannot saturate: its products are then exact, as VNNI's are);
   3. two rewrites that change no output but ONNX Runtime's speed: PReLUs go out as
      max(x, a * x), which it runs in int8 where it left PRelu in float, and the last
      DepthToSpace moves before the dequantization, onto uint8 (together a fifth of
@@ -216,7 +216,7 @@ def build_int8(generator: Generator, faces: str | os.PathLike, out: str | os.Pat
         # the last convolution in float (output not quantized) cost 15% in time and changed nothing.
         # 7-bit weights (reduce_range): AVX2 without VNNI multiplies uint8 by int8 in pairs summed
         # to 16 bits, which 8-bit weights saturate (faces 29.82 dB against 29.96 in float32 on a
-        # Zen 3); with 7 bits no sum can, so every x86 CPU computes the same exact integers
+        # Zen 3); with 7 bits no sum can, so AVX2's products are exact, as VNNI's are
         # (29.92 dB), for 0.02 dB against 8 bits with VNNI (29.94).
         quantize_static(pre, q, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
