@@ -12,9 +12,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601
+
+
 def luma(rgb: np.ndarray) -> np.ndarray:
     """BT.601 luma of uint8 RGB, float64 in [0, 255]."""
-    return rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return rgb.astype(np.float64) @ np.array(LUMA_WEIGHTS)
 
 
 def high_frequency_energy(rgb: np.ndarray, scale: int) -> float:

@@ -6,8 +6,8 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -63,7 +63,7 @@ class FacePairs:
             paths += found
         pairs = [(path, img) for path, img in zip(paths, map(read_rgb, paths)) if min(img.shape[:2]) >= patch]
         if not pairs:
-            raise UserError(f"{folder}: no image is at least {patch}x{patch} pixels")
+            raise UserError(f"{', '.join(map(str, folders))}: no image is at least {patch}x{patch} pixels")
         # crop to a multiple of 2 x scale: the LR then has the even sides H.264 needs
         m = 2 * scale
         self.images = [np.ascontiguousarray(img[: img.shape[0] // m * m, : img.shape[1] // m * m]) for _, img in pairs]
@@ -121,6 +121,13 @@ def stretch_contrast(img: np.ndarray, gain: float) -> np.ndarray:
     return np.clip(np.rint(mean + gain * (img.astype(np.float32) - mean)), 0, 255).astype(np.uint8)
 
 
+def detail_blur_sigma(scale: int) -> float:
+    """Sigma of the Gaussian whose response is one half at the LR's Nyquist frequency, 1 / (2 scale)
+    cycles per pixel: exp(-2 pi^2 sigma^2 f^2) = 1/2 there (1.5 px at x4). The image minus this
+    blur is the detail an x`scale` LR loses."""
+    return scale / math.pi * math.sqrt(2 * math.log(2))
+
+
 def boost_detail(img: np.ndarray, gain: float, scale: int) -> np.ndarray:
     """uint8 image with its detail above the LR's Nyquist frequency multiplied by `gain`.
 
@@ -128,9 +135,8 @@ def boost_detail(img: np.ndarray, gain: float, scale: int) -> np.ndarray:
     frequency, 1 / (2 scale) cycles per pixel (sigma 1.5 px at x4): an unsharp mask tuned to the
     band an x`scale` LR loses, so the LR made from the result barely changes.
     """
-    sigma = scale / math.pi * math.sqrt(2 * math.log(2))  # exp(-2 pi^2 sigma^2 f^2) = 1/2 at f = 1/(2 scale)
     x = img.astype(np.float32)
-    fine = x - cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    fine = x - cv2.GaussianBlur(x, (0, 0), detail_blur_sigma(scale), borderType=cv2.BORDER_REFLECT)
     return np.clip(np.rint(x + (gain - 1.0) * fine), 0, 255).astype(np.uint8)
 
 

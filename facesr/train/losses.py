@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..metrics import LUMA_WEIGHTS
+from .data import detail_blur_sigma
 
 # torchvision's vgg19().features up to and including relu5_4 (index 35): "M" is a max-pool
 _VGG19_LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
@@ -127,9 +129,6 @@ def generator_adversarial_loss(real: torch.Tensor, fake: torch.Tensor, kind: str
     raise ValueError(f"unknown GAN loss {kind!r}")
 
 
-_LUMA = (0.299, 0.587, 0.114)
-
-
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of each channel of (B, C, H, W), reflecting at the borders."""
     radius = max(1, math.ceil(3 * sigma))
@@ -149,8 +148,8 @@ def local_detail_rms(x: torch.Tensor, scale: int) -> torch.Tensor:
     measures); its energy is averaged over a Gaussian window of sigma 2 scale, a few of the band's
     periods, so where each ripple lies does not matter, only how strong they are there.
     """
-    y = (x * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    fine = y - _gaussian_blur(y, scale / math.pi * math.sqrt(2 * math.log(2)))
+    y = (x * x.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    fine = y - _gaussian_blur(y, detail_blur_sigma(scale))
     return torch.sqrt(_gaussian_blur(fine * fine, 2.0 * scale) + 1e-8)
 
 
