@@ -17,8 +17,8 @@ import argparse
 from pathlib import Path
 
 from facesr.bench import SCENES, SIZES, run_bench, write_report
-from facesr.cli import shared_data
-from facesr.superres import cpu_has_native_bfloat16, precision_name, resolve_device
+from facesr.paths import data_dir
+from facesr.runtime import cpu_has_native_bfloat16, plan, resolve_device
 from facesr.weights import load_generator
 
 
@@ -30,12 +30,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     device = resolve_device(args.device).type
-    videos = shared_data("videos")
+    videos = data_dir("videos")
     plans = [(["lite", "lite-gan"], list(SIZES), list(SCENES), args.frames, "auto")]
     if device == "cuda":
         plans.append((["srresnet", "srgan"], list(SIZES), list(SCENES), args.frames, "auto"))
     else:
-        auto = precision_name(load_generator("lite"), "auto", resolve_device(args.device))
+        auto = plan(load_generator("lite"), args.device, "auto").precision
         other = "int8" if auto != "int8" else "bfloat16" if cpu_has_native_bfloat16() else "float32"
         plans.append((["lite"], list(SIZES), ["one", "several"], args.frames, other))
         plans.append((["srresnet", "srgan"], ["320x180"], ["one", "several"], 30, "auto"))

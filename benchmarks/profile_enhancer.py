@@ -16,11 +16,11 @@ import pstats
 
 import torch
 
-from facesr.bench import SIZES, scene_clip
-from facesr.cli import shared_data
+from facesr.bench import SIZES
+from facesr.protocol import scene_clip
+from facesr.paths import cache_dir, data_dir
 from facesr.enhancer import Enhancer
 from facesr.video import read_frames
-from facesr.weights import cache_dir
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=150)
     args = ap.parse_args()
 
-    clip = scene_clip(shared_data("videos"), args.scene, SIZES[args.size], args.frames, cache_dir() / "bench")
+    clip = scene_clip(data_dir("videos"), args.scene, SIZES[args.size], args.frames, cache_dir() / "bench")
     frames = list(read_frames(clip))
     enhancer = Enhancer(args.model, 4, device="cpu", precision=args.precision)
     for frame in frames:  # warm-up: detector, oneDNN kernels for these shapes

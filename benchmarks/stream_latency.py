@@ -1,6 +1,6 @@
 """`facesr stream --webrtc`: capture-to-display latency and received fps, for 1 and 4 peers.
 
-    python benchmarks/stream_latency.py [--seconds 15] [--peers 1,4] [--model lite] [--precision auto] [--workers 2] [--json OUT]
+    python benchmarks/stream_latency.py [--seconds 15] [--peers 1,4] [--model lite] [--precision auto] [--threads 2] [--json OUT]
 
 A real call (../shared/data/videos/talking_s18.mp4 at 320x180, 30 fps) goes from aiortc
 client peers through the relay (started in this process, the model loaded as `facesr stream`
@@ -25,7 +25,6 @@ from pathlib import Path
 
 from facesr.stream.client import PRIVATE_ADDRESS, private_network_problem
 
-DEFAULT_CLIP = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "videos" / "talking_s18.mp4"
 def reexec_in_private_network() -> None:
     if os.environ.get("FACESR_BENCH_NETNS") == "1" or not shutil.which("unshare"):
         sys.exit("run this inside a private network namespace: unshare -n sh -c "
@@ -37,21 +36,21 @@ def reexec_in_private_network() -> None:
 
 
 async def measure(args) -> dict:
-    from facesr.cli import build_parser, enhancer_factory
+    from facesr.enhancer import enhancer_factory
+    from facesr.options import EnhancerOptions
     from facesr.stream.client import load_clip, run_client
+    from facesr.stream.options import StreamOptions
     from facesr.stream.run import start_site
     from facesr.stream.server import Relay, bitrate_for, set_video_bitrate
 
-    cli = (["stream", "--webrtc", "--scale", str(args.scale), "--precision", args.precision]
-           + (["--model", args.model] if args.model else []))
-    make, device = enhancer_factory(build_parser().parse_args(cli))
+    make, device = enhancer_factory(EnhancerOptions(model=args.model, scale=args.scale, precision=args.precision))
     frames = load_clip(str(args.clip), (320, 180), frames=150)
     set_video_bitrate(bitrate_for(320 * args.scale, 180 * args.scale))
-    relay = Relay(make, max_peers=max(args.peers), workers=args.workers, device=device)
+    relay = Relay(make, StreamOptions(max_peers=max(args.peers), threads=args.threads), device=device)
     runner, port = await start_site(relay.app, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{port}"
     report = {"device": device, "model": args.model or "default", "precision": args.precision,
-              "workers": args.workers, "seconds": args.seconds,
+              "threads": args.threads, "seconds": args.seconds,
               "cpu_count": os.cpu_count(), "runs": []}
     try:
         await run_client(url, frames, seconds=2.0)  # warm-up: model, detector, worker pools
@@ -84,18 +83,22 @@ async def measure(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
+    ap.add_argument("--clip", type=Path, default=None, help="default: the data folder's videos/talking_s18.mp4")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of each run left out (connection, first frames)")
     ap.add_argument("--peers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4])
     ap.add_argument("--model", default=None)
     ap.add_argument("--scale", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="auto", help="the generator's arithmetic, as `facesr stream --precision`")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.clip is None:
+        from facesr.paths import data_dir
+
+        args.clip = data_dir("videos/talking_s18.mp4")
     if not args.clip.is_file():
-        sys.exit(f"{args.clip}: not found (the default clip lives in ../shared beside the checkout)")
+        sys.exit(f"{args.clip}: not found")
     if private_network_problem():
         reexec_in_private_network()
     report = asyncio.run(measure(args))

@@ -16,10 +16,10 @@ import argparse
 import resource
 import statistics
 
-from facesr.bench import SCENES, SIZES, scene_clip, time_path
-from facesr.cli import shared_data
+from facesr.bench import SIZES, time_path
+from facesr.protocol import SCENES, scene_clip
+from facesr.paths import cache_dir, data_dir
 from facesr.enhancer import Enhancer
-from facesr.weights import cache_dir
 
 
 def cpu_seconds() -> float:
@@ -34,16 +34,16 @@ def main() -> None:
     ap.add_argument("--model", default="lite")
     ap.add_argument("--size", default="320x180", choices=list(SIZES))
     ap.add_argument("--scene", default="one", choices=list(SCENES))
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--parallel-frames", type=int, default=2)
     args = ap.parse_args()
     size = SIZES[args.size]
-    clip = scene_clip(shared_data("videos"), args.scene, size, 150, cache_dir() / "bench")
+    clip = scene_clip(data_dir("videos"), args.scene, size, 150, cache_dir() / "bench")
     runs = {"bicubic-only": {}, **{p: {"precision": p} for p in args.precisions.split(",")}}
     fps: dict[str, list[float]] = {name: [] for name in runs}
     cpu_ms: dict[str, list[float]] = {name: [] for name in runs}
     for n in range(args.rounds):
         for name, kw in runs.items():
-            enhancer = Enhancer(args.model, 4, fps=30.0, workers=args.workers, background_only=not kw, **kw)
+            enhancer = Enhancer(args.model, 4, fps=30.0, workers=args.parallel_frames, background_only=not kw, **kw)
             c0 = cpu_seconds()
             result = time_path(clip, enhancer, 4, size)
             cpu_ms[name].append((cpu_seconds() - c0) / result["frames"] * 1000)

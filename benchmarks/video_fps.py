@@ -1,11 +1,11 @@
 """End-to-end `facesr video` throughput against the bicubic-only pipeline, in one process.
 
-    python benchmarks/video_fps.py [CLIP ...] [--scale 4] [--model lite] [--workers 2] [--repeat 3] [--json OUT]
+    python benchmarks/video_fps.py [CLIP ...] [--scale 4] [--model lite] [--parallel-frames 2] [--repeat 3] [--json OUT]
 
-Each clip (default: ../shared/data/videos/talking_s18.mp4) is first made into a call-like
+Each clip (default: the data folder's videos/talking_s18.mp4) is first made into a call-like
 input: area-downscaled by the scale (1280x720 -> 320x180) and H.264-compressed at CRF 28.
 Then the exact path users run (PyAV decode -> Enhancer -> libx264 encode, the generator on half
-the threads beside the codec, `--workers` frames rendered at once, as `facesr video`) is timed with face
+the threads beside the codec, `--parallel-frames` frames rendered at once, as `facesr video`) is timed with face
 super-resolution and with `--background-only`, alternating, `--repeat` times each; medians
 and their ratio are reported, with the Enhancer's per-stage p50/p95 ms per frame.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 
 
 from facesr.enhancer import Enhancer, beside_codec_threads, threads_beside_codec
-from facesr.video import make_call_clip, transcode
+from facesr.protocol import make_call_clip
+from facesr.video import transcode
 
-DEFAULT_CLIP = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "videos" / "talking_s18.mp4"
 
 
 def run_once(clip: Path, out: Path, enhancer: Enhancer, scale: int, width: int, height: int) -> float:
@@ -33,14 +33,18 @@ def run_once(clip: Path, out: Path, enhancer: Enhancer, scale: int, width: int, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("clips", nargs="*", type=Path, default=[DEFAULT_CLIP])
+    ap.add_argument("clips", nargs="*", type=Path, default=None)
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--model", default="lite")
     ap.add_argument("--detector", default="full")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--parallel-frames", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if not args.clips:
+        from facesr.paths import data_dir
+
+        args.clips = [data_dir("videos/talking_s18.mp4")]
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +58,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 for name in fps:
                     enhancer = Enhancer(args.model, args.scale, detector=args.detector, fps=float(info.fps),
-                                        background_only=name == "bicubic", workers=args.workers)
+                                        background_only=name == "bicubic", workers=args.parallel_frames)
                     with beside_codec_threads():
                         fps[name].append(run_once(lr, Path(tmp) / "out.mp4", enhancer, args.scale, info.width, info.height))
                     if name == "facesr":
@@ -68,7 +72,7 @@ def main() -> None:
                 "frames": info.frames,
                 "model": args.model,
                 "torch_threads": threads_beside_codec(),
-                "workers": args.workers,
+                "parallel_frames": args.parallel_frames,
                 "fps_facesr": med["facesr"],
                 "fps_bicubic_only": med["bicubic"],
                 "time_ratio_vs_bicubic_only": med["bicubic"] / med["facesr"],

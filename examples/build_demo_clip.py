@@ -41,7 +41,7 @@ import av
 import cv2
 import numpy as np
 
-from facesr.video import rgb_to_frame, tag_bt709
+from facesr.yuv import rgb_to_frame, tag_bt709
 
 HR_SIZE = (1280, 720)  # (width, height) of the rendered ground-truth scene
 DOWNSCALE = 4

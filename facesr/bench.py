@@ -1,8 +1,8 @@
 """`facesr bench`: per-frame latency of the exact path users run, per stage, against bicubic-only.
 
 For each call size (LR -> 4x output) and scene (no face, one face, several faces) a call clip
-is made once from ../shared/data/videos (area-downscaled, H.264 CRF 28, cached in
-~/.cache/facesr/bench) and run through `video.transcode` -- PyAV decode, the Enhancer,
+is made once from the data folder's videos (`protocol.scene_clip`: area-downscaled, H.264 CRF 28,
+cached in ~/.cache/facesr/bench) and run through `video.transcode` -- PyAV decode, the Enhancer,
 libx264 encode, as `facesr video` runs it -- once per model and once with the bicubic-only
 pipeline, alternating, in the same process, both rendering `workers` frames at once as
 `facesr video` does. Reported: p50/p95/p99 ms per frame for decode,
@@ -20,73 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .errors import UserError
 
 SIZES = {"320x180": (320, 180), "160x90": (160, 90), "480x270": (480, 270)}
-SCENES = ("none", "one", "several")
 PLOT_STAGES = ("decode", "background", "detect", "track", "sr", "blend", "encode")
-
-
-# The shared clips each scene is made from (all framed 16:9, 1280x720):
-# none: the room beside the person in talking_s18; one: talking_s18, a person in a room at
-# webcam framing; several: four talking-head clips in a 2x2 grid (a gallery view).
-SCENE_CLIPS = {
-    "none": ("talking_s18.mp4",),
-    "one": ("talking_s18.mp4",),
-    "several": ("talking_d3.mp4", "talking_d6.mp4", "talking_d9.mp4", "talking_d10.mp4"),  # 30 fps, >= 354 frames
-}
-
-
-SCENES_VERSION = 2  # part of the cached clips' names: bump it when a scene changes
-
-
-def _scene_frames(videos: Path, scene: str, frames: int):
-    """HR (720, 1280, 3) RGB frames of a scene."""
-    from .video import read_frames
-
-    clips = SCENE_CLIPS[scene]
-    missing = [c for c in clips if not (videos / c).is_file()]
-    if missing:
-        raise UserError(f"{videos}: missing {', '.join(missing)} (the bench scenes are made from ../shared/data/videos)")
-    if scene == "one":
-        yield from read_frames(videos / clips[0], frames)
-    elif scene == "none":
-        for f in read_frames(videos / clips[0], frames):
-            room = f[:, :400]  # the left of the room: no one there
-            yield cv2.resize(room[:225], (1280, 720), interpolation=cv2.INTER_LINEAR)
-    else:
-        readers = [read_frames(videos / c, frames) for c in clips]
-        for tiles in zip(*readers):
-            canvas = np.full((720, 1280, 3), 40, np.uint8)
-            for i, tile in enumerate(tiles):  # each close-up fitted into a 640x360 cell
-                y, x = divmod(i, 2)
-                y0, x0 = y * 360, x * 640 + 140
-                canvas[y0 : y0 + 360, x0 : x0 + 360] = cv2.resize(tile, (360, 360), interpolation=cv2.INTER_AREA)
-            yield canvas
-
-
-def scene_clip(videos: Path, scene: str, size: tuple[int, int], frames: int, cache: Path, crf: int = 28) -> Path:
-    """The scene at `size` as a compressed call clip (cached)."""
-    import av
-
-    w, h = size
-    path = cache / f"{scene}_v{SCENES_VERSION}_{w}x{h}_{frames}f_crf{crf}.mp4"
-    if path.is_file():
-        return path
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), "w") as out:
-        stream = out.add_stream("libx264", rate=30, options={"crf": str(crf), "preset": "medium"})
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for hr in _scene_frames(videos, scene, frames):
-            lr = cv2.resize(hr, size, interpolation=cv2.INTER_AREA)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(lr, format="rgb24")))
-        out.mux(stream.encode(None))
-    tmp.replace(path)
-    return path
 
 
 def time_path(clip: Path, enhancer, scale: int, size: tuple[int, int]) -> dict:
@@ -131,11 +70,13 @@ def run_bench(models: list[str], *, sizes: list[str], scenes: list[str], videos:
     import torch
 
     from .enhancer import Enhancer, threads_beside_codec
-    from .superres import describe_precisions, precision_name, resolve_device
-    from .weights import cache_dir, load_generator
+    from .paths import cache_dir
+    from .protocol import scene_clip
+    from .runtime import describe_precisions, plan, resolve_device
+    from .weights import load_generator
 
     dev = resolve_device(device)
-    chosen = {m: precision_name(load_generator(m, scale), precision, dev) for m in models}
+    chosen = {m: plan(load_generator(m, scale), dev, precision).precision for m in models}
     report = {
         "device": str(dev),
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,

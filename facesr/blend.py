@@ -45,9 +45,8 @@ class Crop:
         return self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1 and other.y0 < self.y1
 
 
-# The crop's margin around the face box, a fraction of the box's side on each side. Against the
-# earlier 0.35, 0.2 feeds the generator 0.68x the pixels and costs 0.01 dB on compressed calls
-# (`facesr eval`, lite, 100 frames: face PSNR gain +0.441 against +0.451 dB, flicker 2.398 against 2.392).
+# The crop's margin around the face box, a fraction of the box's side on each side: enough
+# context for the generator at the face's edge, few pixels beyond it (docs/performance.md).
 MARGIN = 0.2
 
 
@@ -138,9 +137,8 @@ def paste_residual(out: np.ndarray, residual: np.ndarray, lr: np.ndarray, crop: 
 # --- holding still pixels still, from frame to frame -------------------------------------
 
 # A pasted face pixel that moved by less than this many levels since the last frame keeps its
-# last value. Measured on `facesr eval`'s calls (weights/MODEL_CARD.md, int8 section, "What did:
-# holding one-level changes"): 2 (changes of one level are held) cuts the flicker for 0.01-0.02 dB;
-# 3 and 4 cost more PSNR for little more.
+# last value: 2 holds changes of one level, which removes the generator's shimmer on compressed
+# calls for a hundredth of a dB (docs/experiments.md, "holding small changes").
 HOLD_LEVELS = 2
 
 
@@ -178,5 +176,5 @@ def hold_small_changes(out: np.ndarray, regions: list[tuple[slice, slice]], last
             cur = out[y0:y1, x0:x1]
             old = h.pixels[y0 - h.y0 : y1 - h.y0, x0 - h.x0 : x1 - h.x0]
             keep = (cv2.absdiff(cur, old) < levels).view(np.uint8)
-            # OpenCV's masked copy: 0.1 ms on a 380-px face where np.copyto(where=) takes 2
+            # OpenCV's masked copy: several times faster than np.copyto(where=)
             cur[...] = cv2.copyTo(old, keep, np.ascontiguousarray(cur))

@@ -10,17 +10,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .blend import HOLD_LEVELS, MARGIN, Crop, Held, face_crop, hold_small_changes, paste_residual
-from .detect import DETECT_EVERY, FaceDetector, FaceTracker
+from .detect import FaceDetector
 from .models import Generator
-from .superres import SuperResolver, bicubic_upscale, resolve_device
-from .weights import default_model, load_generator
+from .options import EnhancerOptions
+from .runtime import default_model, resolve_device
+from .superres import SuperResolver, bicubic_upscale
+from .track import DETECT_EVERY, FaceTracker
+from .weights import load_generator
 
 
 def threads_beside_codec() -> int:
@@ -35,8 +40,7 @@ def beside_codec_threads():
     """Half the CPU threads (at least one) for the generator while a video codec runs in threads beside it.
 
     `facesr video` decodes and encodes in their own threads; on two cores a generator on both
-    of them only fights libx264 for them (one face at 320x180 -> 720p: 58 fps with one
-    thread against 50 with two). Restores the previous count on exit.
+    of them only fights libx264 for them (docs/performance.md). Restores the previous count on exit.
     """
     import torch
 
@@ -49,7 +53,6 @@ def beside_codec_threads():
 
 
 STAGES = ("background", "detect", "track", "sr", "blend")
-IO_STAGES = ("decode", "encode")  # timed by video.transcode when it is given the Enhancer's timer
 
 
 class StageTimer:
@@ -106,6 +109,25 @@ class _Job:
     held_ready: threading.Event = field(default_factory=threading.Event)
 
 
+def enhancer_factory(opts: EnhancerOptions) -> tuple[Callable[[], "Enhancer"], str]:
+    """(make, device): `make()` gives a new Enhancer per stream (each its own tracker), all
+    sharing one loaded generator. Fails now, with one line, if the model or detector cannot load."""
+    device = str(resolve_device(opts.device))
+    generator = load_generator(opts.model or default_model(device), opts.scale)
+
+    def make() -> Enhancer:
+        return Enhancer.from_options(opts, generator=generator)
+
+    make().close()
+    return make, device
+
+
+def _model_label(model: str | Generator) -> str:
+    if isinstance(model, Generator):
+        return Path(model.weights_file).name if model.weights_file else "generator"
+    return model
+
+
 class Enhancer:
     """Face super-resolution over a bicubic background, frame by frame, for one stream.
 
@@ -132,11 +154,10 @@ class Enhancer:
         detector_model: str | None = None,
         device: str = "auto",
         precision: str = "auto",
-        detect_every: int | None = None,
+        detect_every: int = DETECT_EVERY,
         margin: float = MARGIN,
         fps: float = 30.0,
         background_only: bool = False,
-        allow_untrained: bool = False,
         workers: int = 1,
         hold_levels: int = HOLD_LEVELS,
     ):
@@ -154,15 +175,28 @@ class Enhancer:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="facesr-render") if workers > 1 else None
         self._jobs: deque[_Job] = deque()  # planned, not yet recorded in the timer, in frame order
         self._lock = threading.Lock()
+        self.model_name = "bicubic"
         if background_only:
             return
         if model is None:
             model = default_model(device)
-        generator = model if isinstance(model, Generator) else load_generator(model, scale, allow_untrained=allow_untrained)
+        self.model_name = _model_label(model)
+        generator = model if isinstance(model, Generator) else load_generator(model, scale)
         if generator.config.scale != scale:
             raise ValueError(f"the model is x{generator.config.scale}, the Enhancer was asked for x{scale}")
         self.resolver = SuperResolver(generator, resolve_device(device), precision)
-        self.tracker = FaceTracker(FaceDetector(detector, model_path=detector_model), detect_every=detect_every or DETECT_EVERY, fps=fps)
+        self.tracker = FaceTracker(FaceDetector(detector, model_path=detector_model), detect_every=detect_every, fps=fps)
+
+    @classmethod
+    def from_options(cls, opts: "EnhancerOptions", *, generator: Generator | None = None, fps: float = 30.0,
+                     background_only: bool = False, workers: int = 1) -> "Enhancer":
+        """An Enhancer as `opts` say; `generator` (already loaded, shared by several) overrides opts.model."""
+        enhancer = cls(generator if generator is not None else opts.model, opts.scale, detector=opts.detector,
+                       detector_model=opts.detector_model, device=opts.device, precision=opts.precision,
+                       detect_every=opts.detect_every, fps=fps, background_only=background_only, workers=workers)
+        if generator is not None and not background_only:
+            enhancer.model_name = opts.model or default_model(opts.device)
+        return enhancer
 
     @property
     def device(self) -> str:

@@ -29,10 +29,11 @@ from .enhancer import Enhancer
 from .errors import UserError
 from .images import list_images, write_rgb
 from .metrics import flicker, hf_energy_ratio, landmark_error, psnr, ssim
-from .superres import SuperResolver, bicubic_upscale, describe_precisions, precision_name, resolve_device
-from .train.data import eval_pairs
-from .video import make_call_clip, probe, read_frames
-from .weights import cache_dir, load_generator
+from .protocol import call_clip, eval_pairs
+from .runtime import describe_precisions, plan, resolve_device
+from .superres import SuperResolver, bicubic_upscale
+from .video import probe, read_frames
+from .weights import load_generator
 
 BICUBIC = "bicubic"
 
@@ -47,7 +48,7 @@ def eval_faces(models: list[str], folder: str | os.PathLike, scale: int, device:
     lrs, hrs = [lr for lr, _ in pairs], [hr for _, hr in pairs]
     outputs = {BICUBIC: [bicubic_upscale(lr, scale) for lr in lrs]}
     for name in tqdm(models, desc="faces", disable=not progress, leave=False):
-        resolver = SuperResolver(load_generator(name, scale), resolve_device(device), precision)
+        resolver = SuperResolver(load_generator(name, scale), device, precision)
         outputs[name] = [out for i in range(0, len(lrs), 8) for out in resolver(lrs[i : i + 8])]
 
     with FaceDetector("short") as detector:  # the close-range model: these faces fill the frame
@@ -78,16 +79,6 @@ def eval_faces(models: list[str], folder: str | os.PathLike, scale: int, device:
 
 
 # --- compressed calls ----------------------------------------------------------------------
-
-
-def call_clip(src: Path, scale: int, crf: int) -> Path:
-    """The clip as a call: area-downscaled by `scale`, H.264 at `crf`; made once, cached."""
-    st = src.stat()
-    dst = cache_dir() / "eval" / f"{src.stem}-{st.st_size}-x{scale}-crf{crf}.mp4"
-    if not dst.is_file():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        make_call_clip(src, dst, scale=scale, crf=crf)
-    return dst
 
 
 def _face_box(detector: FaceDetector, frame: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -212,7 +203,7 @@ def run_eval(models: list[str], faces: str | None, videos: str | None, scale: in
             raise UserError(f"{folder}: no such folder")
     dev = resolve_device(device)
     # a missing model (or int8 file asked for) fails here, before any long work
-    chosen = {name: precision_name(load_generator(name, scale), precision, dev) for name in models}
+    chosen = {name: plan(load_generator(name, scale), dev, precision).precision for name in models}
     report: dict = {"models": models, "scale": scale, "device": str(dev), "precision": describe_precisions(chosen)}
     rows: list[dict[str, np.ndarray]] = []
     if faces:

@@ -1,24 +1,19 @@
 """`lite`'s network on a CPU as oneDNN's fused convolutions: every ReLU and every residual add
 done inside the convolution that feeds it.
 
-Run op by op (`Generator.network`), `lite` spends a third of its CPU time outside its
+Run op by op (`Generator.network`), `lite` spends a good part of its CPU time outside its
 convolutions: each ReLU, each residual add and the layout changes between them is one more
 pass over the activations. oneDNN applies them as the convolution writes its output (post-ops).
 These are the calls torch.compile's CPU freezing pass makes of the network
 (`torch.ops.mkldnn._convolution_pointwise`), made here without compiling, so they run at any
-crop size at once where torch.compile spends about 15 s on each new one, and crop sizes
-change as faces move.
-
-Measured with one thread on a 92-px crop (Intel Xeon with AMX): 2.9 ms in bfloat16 against
-4.4 for the op-by-op network (torch.compile: 2.9 ms, after 15 s of compiling), 12.8 against
-14.2 in float32. The same arithmetic: float32 gives the same numbers; bfloat16 rounds once
-per layer instead of once per op.
+crop size at once, where torch.compile compiles anew for each size, and crop sizes change as
+faces move. The same arithmetic: float32 gives the same numbers; bfloat16 rounds once per
+layer instead of once per op. Timings: docs/performance.md.
 
 `FusedNetwork.of(generator)` is None where it does not apply: another architecture (batch
 norm, PReLU in the blocks, progressive upsampling: the paper-sized model), a torch without
 these oneDNN ops, a CPU that cannot run them in the generator's dtype (bfloat16 needs AVX-512
-or AVX-NE-CONVERT: not an AVX2-only CPU such as AMD's Zen 3, where `--precision auto` runs
-float32 anyway), or ops that give other numbers than the network (checked once at build).
+or AVX-NE-CONVERT), or ops that give other numbers than the network (checked once at build).
 """
 
 from __future__ import annotations
@@ -85,8 +80,8 @@ class FusedNetwork:
     def of(cls, generator: Generator) -> "FusedNetwork | None":
         """The fused network for `generator` on the CPU, or None where it does not apply (module docstring)."""
         c = generator.config
-        weight = generator.head[0].weight
-        if c.batch_norm or c.upsample != "late" or weight.device.type != "cpu" or weight.dtype not in _CHECK_TOLERANCE:
+        weight = generator.head_conv.weight
+        if c.batch_norm or c.activation != "relu" or c.upsample != "late" or weight.device.type != "cpu" or weight.dtype not in _CHECK_TOLERANCE:
             return None
         if not runs_here(weight.dtype):
             return None
@@ -102,12 +97,11 @@ class FusedNetwork:
     def __init__(self, generator: Generator, ops):
         self._conv, self._conv_add_, reorder = ops
         c = generator.config
-        head_conv, head_act = generator.head
-        self.head = _Conv(head_conv, 3, reorder)
-        self.head_slope = head_act.weight.detach().clone()
-        self.blocks = [(_Conv(b.body[0], c.channels, reorder), _Conv(b.body[3], c.channels, reorder)) for b in generator.blocks]
-        self.body_tail = _Conv(generator.body_tail[0], c.channels, reorder)
-        self.tail = _Conv(generator.tail[0], c.channels, reorder)
+        self.head = _Conv(generator.head_conv, 3, reorder)
+        self.head_slope = generator.head_act.weight.detach().clone()
+        self.blocks = [(_Conv(b.conv1, c.channels, reorder), _Conv(b.conv2, c.channels, reorder)) for b in generator.blocks]
+        self.body_tail = _Conv(generator.body_tail_conv, c.channels, reorder)
+        self.tail = _Conv(generator.tail_conv, c.channels, reorder)
         self.scale = c.scale
 
     def _apply(self, conv: _Conv, x: torch.Tensor, post: str = "none") -> torch.Tensor:

@@ -21,16 +21,58 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_path(p))
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; grey and RGBA inputs are converted."""
+def read_rgb(path: str | os.PathLike, allow_incomplete: bool = False):
+    """(H, W, 3) uint8 RGB; grey and RGBA inputs are converted.
+
+    A JPEG or PNG cut off before its end is a UserError, or with `allow_incomplete` decoded as
+    far as it goes (Pillow; the missing part is blank) and returned as (image, False); complete
+    images come back as (image, True) then.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    complete = not is_cut_off(data.tobytes())
+    if not complete and not allow_incomplete:
+        raise UserError(f"{path}: the image is cut off before its end")
+    img = _decode(data) if complete else _decode_cut_off(path)
     if img is None:
         raise UserError(f"{path}: not a readable image")
-    return np.ascontiguousarray(img[..., ::-1])
+    return (img, complete) if allow_incomplete else img
+
+
+def is_cut_off(data: bytes) -> bool:
+    """Whether a JPEG or PNG ends before its end marker (other formats: never judged cut off)."""
+    if data[:2] == b"\xff\xd8":  # JPEG: the end-of-image marker after the last start of scan
+        return data.find(b"\xff\xd9", max(data.rfind(b"\xff\xda"), 0)) < 0
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data.rfind(b"IEND") < 0
+    return False
+
+
+def _decode(data: np.ndarray) -> np.ndarray | None:
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if img is None else np.ascontiguousarray(img[..., ::-1])
+
+
+def _decode_cut_off(path: Path) -> np.ndarray | None:
+    """What there is of a cut-off JPEG or PNG, the rest blank."""
+    from PIL import Image, ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        with Image.open(path) as im:
+            canvas = Image.new("RGB", im.size, (128, 128, 128))
+            try:
+                im.load()
+            except OSError:
+                pass  # what was decoded before the error stays in the image
+            canvas.paste(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError):
+        return None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    return np.asarray(canvas, dtype=np.uint8).copy()
 
 
 def check_image_output(path: Path) -> None:

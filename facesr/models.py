@@ -34,6 +34,7 @@ class GeneratorConfig:
     blocks: int = 16
     head_kernel: int = 9  # the paper's 9x9 first and last convolutions
     batch_norm: bool = True
+    activation: str = "prelu"  # in the residual blocks: "prelu" (the paper's) or "relu"
     upsample: str = "progressive"  # "progressive": log2(scale) PixelShuffle x2 stages; "late": one xscale to RGB
     bicubic_residual: bool = False  # add the network's output to a bicubic upscale of the input
 
@@ -42,9 +43,19 @@ class GeneratorConfig:
             raise ValueError(f"scale must be 2 or 4, not {self.scale}")
         if self.upsample not in ("progressive", "late"):
             raise ValueError(f"upsample must be 'progressive' or 'late', not {self.upsample!r}")
+        if self.activation not in ("prelu", "relu"):
+            raise ValueError(f"activation must be 'prelu' or 'relu', not {self.activation!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "GeneratorConfig":
+        """The config a weights file records. Files that predate `activation` ran ReLU exactly
+        where they had no batch norm."""
+        fields = dict(fields)
+        fields.setdefault("activation", "prelu" if fields.get("batch_norm", True) else "relu")
+        return cls(**fields)
 
 
 # The two generator architectures; the scale is chosen separately (x2 or x4).
@@ -53,7 +64,7 @@ VARIANTS: dict[str, GeneratorConfig] = {
     # the network can express but lets a short CPU training start from bicubic quality
     "srresnet": GeneratorConfig(bicubic_residual=True),
     "lite": GeneratorConfig(
-        channels=32, blocks=6, head_kernel=3, batch_norm=False, upsample="late", bicubic_residual=True
+        channels=32, blocks=6, head_kernel=3, batch_norm=False, activation="relu", upsample="late", bicubic_residual=True
     ),
 }
 
@@ -73,16 +84,21 @@ def generator_config(model: str, scale: int = 4) -> GeneratorConfig:
 class ResidualBlock(nn.Module):
     """conv3x3 - BN - PReLU - conv3x3 - BN, plus the block's input (the paper's B residual blocks)."""
 
-    def __init__(self, channels: int, batch_norm: bool):
+    def __init__(self, channels: int, batch_norm: bool, activation: str = "prelu"):
         super().__init__()
         norm = (lambda: nn.BatchNorm2d(channels)) if batch_norm else nn.Identity
         self.body = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm),
             norm(),
-            nn.PReLU(channels) if batch_norm else nn.ReLU(inplace=True),
+            nn.PReLU(channels) if activation == "prelu" else nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm),
             norm(),
         )
+
+    # the layers by name (the weights files key them by their place in `body`)
+    conv1 = property(lambda self: self.body[0])
+    act = property(lambda self: self.body[2])
+    conv2 = property(lambda self: self.body[3])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -110,7 +126,7 @@ class Generator(nn.Module):
         self.weights_file = None  # the safetensors file it was loaded from, if any (weights.load_generator)
         k = c.head_kernel
         self.head = nn.Sequential(nn.Conv2d(3, c.channels, k, padding=k // 2), nn.PReLU(c.channels))
-        self.blocks = nn.Sequential(*[ResidualBlock(c.channels, c.batch_norm) for _ in range(c.blocks)])
+        self.blocks = nn.Sequential(*[ResidualBlock(c.channels, c.batch_norm, c.activation) for _ in range(c.blocks)])
         self.body_tail = nn.Sequential(
             nn.Conv2d(c.channels, c.channels, 3, padding=1, bias=not c.batch_norm),
             nn.BatchNorm2d(c.channels) if c.batch_norm else nn.Identity(),
@@ -128,10 +144,15 @@ class Generator(nn.Module):
                 nn.PixelShuffle(c.scale),  # (B, 3s^2, H, W) -> (B, 3, sH, sW)
             )
         if c.bicubic_residual:  # start near the bicubic upscale: a small residual
-            last = self.tail if isinstance(self.tail, nn.Conv2d) else self.tail[0]
             with torch.no_grad():
-                last.weight.mul_(0.1)
-                last.bias.zero_()
+                self.tail_conv.weight.mul_(0.1)
+                self.tail_conv.bias.zero_()
+
+    # the layers by name (the weights files key them by their place in each Sequential)
+    head_conv = property(lambda self: self.head[0])
+    head_act = property(lambda self: self.head[1])
+    body_tail_conv = property(lambda self: self.body_tail[0])
+    tail_conv = property(lambda self: self.tail if isinstance(self.tail, nn.Conv2d) else self.tail[0])
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         sr = self.network(lr)

@@ -1,4 +1,4 @@
-"""Run a generator on uint8 image crops: batching, device, precision.
+"""Run a generator on uint8 image crops: batching, and the backend `runtime.plan` chose.
 
 The one place where numpy crops become tensors and back, shared by the Enhancer, the
 full-frame tiler, training evaluation and `facesr eval`.
@@ -12,20 +12,10 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import UserError
 from .fused import FusedNetwork
-from .int8 import Int8Network, int8_status
+from .int8 import Int8Network
 from .models import Generator, bicubic
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available (torch sees none)")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device {name}: choose auto, cpu or cuda")
-    return torch.device(name)
+from .runtime import plan
 
 
 def bicubic_upscale(img: np.ndarray, scale: int) -> np.ndarray:
@@ -33,168 +23,148 @@ def bicubic_upscale(img: np.ndarray, scale: int) -> np.ndarray:
     return cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
 
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PRECISION_NAMES = {dtype: name for name, dtype in PRECISIONS.items()}
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX), where it runs convolutions ~1.7x faster."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # a torch without the probes: assume not
-        return False
-
-
-def cpu_prefers_int8() -> bool:
-    """Whether ONNX Runtime's int8 is the CPU default here: an x86 CPU with AVX2 (VNNI or not; the
-    int8 file's 7-bit weights keep AVX2's 16-bit sums from saturating, `int8.build_int8`) and no
-    AMX, whose bfloat16 tiles make torch the faster (measured on each kind, see the README's
-    Performance). Elsewhere (ARM) it is unmeasured, and torch stays."""
-    try:
-        return bool(torch.cpu._is_avx2_supported()) and not torch.cpu._is_amx_tile_supported()
-    except AttributeError:
-        return False
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """The torch dtype: "auto" is float16 on CUDA, bfloat16 on a CPU that has it in hardware, else float32."""
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
-    if name not in PRECISIONS:
-        raise UserError(f"--precision {name}: choose auto, {', '.join(PRECISIONS)} or int8")
-    if name == "float16" and device.type != "cuda":
-        raise UserError("--precision float16 runs on CUDA only; on a CPU use bfloat16 or float32")
-    return PRECISIONS[name]
-
-
-def int8_model(generator: Generator, precision: str, device: torch.device):
-    """The int8 model file to run instead of torch, or None.
-
-    "int8" asks for it, and fails with the reason where the model has no usable int8 file.
-    "auto" takes it where the model has a current one (`lite`) on a CPU that `cpu_prefers_int8`:
-    there it is the fastest path measured, 1.1-1.2x bfloat16's fps end to end on an AVX-512
-    BF16 CPU, and 1.8x float32's for the SuperResolver call on an AVX2-only one, for 0.02-0.04
-    dB on `facesr eval`.
-    Its rounding changes from frame to frame; the Enhancer's hold on one-level changes
-    (blend.hold_small_changes) keeps that under bicubic's flicker (see weights/MODEL_CARD.md).
-    """
-    if precision == "auto":
-        if device.type != "cpu" or not cpu_prefers_int8():
-            return None
-        return int8_status(generator)[0]
-    if precision != "int8":
-        return None
-    if device.type != "cpu":
-        raise UserError("--precision int8 runs on a CPU, through ONNX Runtime; on CUDA use float16")
-    path, why = int8_status(generator)
-    if path is None:
-        raise UserError(f"--precision int8: {why}")
-    return path
-
-
-def precision_name(generator: Generator, precision: str, device: torch.device) -> str:
-    """What a SuperResolver for `generator` will run in: "int8", "bfloat16", "float32" or "float16"."""
-    if int8_model(generator, precision, device) is not None:
-        return "int8"
-    return PRECISION_NAMES[resolve_precision(precision, device)]
-
-
-def describe_precisions(chosen: dict[str, str]) -> str:
-    """{model: precision} -> "int8", or "lite int8, srresnet bfloat16" where they differ (for reports)."""
-    kinds = set(chosen.values())
-    return kinds.pop() if len(kinds) == 1 else ", ".join(f"{m} {p}" for m, p in chosen.items())
-
-
 class SuperResolver:
     """Callable: list of (h_i, w_i, 3) uint8 RGB crops -> list of (s*h_i, s*w_i, 3) uint8 RGB.
 
     All crops go through the generator in one batch: smaller crops are padded (mirrored) up
-    to the largest and the padding is cut off the result. The network runs in `precision`
-    ("auto": float16 on CUDA; on a CPU the model's int8 file through ONNX Runtime where it has
-    one and the CPU suits it (`int8_model`), else bfloat16 on CPUs with native bfloat16, else
-    float32); the
-    bicubic upscale a residual generator adds to is always float32, so a lower precision only
-    touches the residual (about 0.01 dB on `facesr eval`). On a CPU that upscale is OpenCV's
-    INTER_CUBIC, the same filter as torch's but several times faster, and `lite`'s network runs
-    as oneDNN's fused convolutions (facesr/fused.py), from a packed copy of the weights made
-    here. The model is moved and cast in place (as `nn.Module.to` does), so Enhancers sharing
-    one Generator share its precision.
+    to the largest and the padding is cut off the result. Where and in what arithmetic it runs
+    is `runtime.plan`'s decision, taken once here, which picks one of three backends:
+
+    * `_TorchDevice` (CUDA): the whole generator in torch, the bicubic skip in float32;
+    * `_TorchCpu`: the network in torch on the CPU, `lite`'s as oneDNN's fused convolutions
+      (facesr/fused.py) where they apply, numpy and OpenCV around it;
+    * `_Int8Cpu`: the network's int8 file through ONNX Runtime.
+
+    On the CPU the bicubic skip is OpenCV's INTER_CUBIC, the same filter as torch's. The model
+    is moved and cast in place (as `nn.Module.to` does), so Enhancers sharing one Generator
+    share its precision.
     """
 
     def __init__(self, model: Generator, device: torch.device | str = "cpu", precision: str = "auto"):
-        self.device = torch.device(device)
-        int8 = int8_model(model, precision, self.device)
-        self.int8 = Int8Network(int8) if int8 is not None else None
-        self.dtype = torch.float32 if self.int8 else resolve_precision(precision, self.device)
-        self.precision = "int8" if self.int8 else PRECISION_NAMES[self.dtype]
+        chosen = plan(model, device, precision)
+        self.device, self.dtype, self.precision = chosen.device, chosen.dtype, chosen.precision
         self.model = model.to(self.device, self.dtype).eval()
         self.scale = model.config.scale
-        # lite's network as oneDNN's fused convolutions on a CPU (facesr/fused.py), where it applies
-        self.fused = FusedNetwork.of(self.model) if self.device.type == "cpu" and self.int8 is None else None
+        if chosen.int8 is not None:
+            self.backend: _Backend = _Int8Cpu(model, Int8Network(chosen.int8))
+        elif self.device.type == "cpu":
+            self.backend = _TorchCpu(self.model, FusedNetwork.of(self.model))
+        else:
+            self.backend = _TorchDevice(self.model)
 
     @torch.inference_mode()
     def __call__(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The super-resolved crops, uint8."""
-        if not crops:
-            return []
-        batch = _batch(crops)
-        if self.device.type != "cpu":
-            return _cut(self._torch(batch, residual=False), crops, self.scale)
-        outs = self._cpu(batch)
-        if not self.model.config.bicubic_residual:
-            outs = [cv2.convertScaleAbs(np.maximum(r, 0, out=r), alpha=255.0) for r in outs]
-        else:  # rounded and saturated to uint8 in the same pass: round(255 * residual + bicubic)
-            outs = [cv2.addWeighted(r, 255.0, _cv2_bicubic(lr, self.scale), 1.0, 0.0, dtype=cv2.CV_8U)
-                    for lr, r in zip(batch, outs)]
-        return _cut(outs, crops, self.scale)
+        return _cut(self.backend.images(_batch(crops)), crops, self.scale) if crops else []
 
     @torch.inference_mode()
     def residuals(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         """What the generator adds to each crop's bicubic upscale: (s*h_i, s*w_i, 3) float32, in
         levels, unrounded. The Enhancer adds it to the frame's own bicubic upscale
         (blend.paste_residual), so neither the crop's upscale nor the face as an image is made."""
-        if not crops:
-            return []
-        batch = _batch(crops)
-        if self.device.type != "cpu":
-            return _cut(self._torch(batch, residual=True), crops, self.scale)
-        outs = self._cpu(batch)
-        for lr, r in zip(batch, outs):
-            r *= np.float32(255.0)
-            if not self.model.config.bicubic_residual:
-                r -= _cv2_bicubic(lr, self.scale)
-        return _cut(outs, crops, self.scale)
+        return _cut(self.backend.residuals(_batch(crops)), crops, self.scale) if crops else []
 
-    def _torch(self, batch: np.ndarray, residual: bool) -> np.ndarray:
-        """(B, h, w, 3) uint8 -> (B, sh, sw, 3) on the device (CUDA): the SR images as uint8, or
-        with `residual` what the network adds to the bicubic upscale, float32 levels."""
+
+class _Backend:
+    """Runs a (B, h, w, 3) uint8 batch: `images` gives the SR images as uint8, `residuals` what the
+    generator adds to their bicubic upscale, float32 levels."""
+
+    name = ""
+
+    def images(self, batch: np.ndarray):
+        raise NotImplementedError
+
+    def residuals(self, batch: np.ndarray):
+        raise NotImplementedError
+
+
+class _TorchDevice(_Backend):
+    """The generator in torch on its device (CUDA); host copies in and out."""
+
+    name = "torch"
+
+    def __init__(self, model: Generator):
+        self.model = model
+        self.device, self.dtype = next(model.parameters()).device, next(model.parameters()).dtype
+        self.scale, self.bicubic_residual = model.config.scale, model.config.bicubic_residual
+
+    def _run(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the network's output in float32, the LR batch in 0..1), both on the device."""
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)  # (B, h, w, 3) -> (B, 3, h, w)
         x = x.float().div_(255.0)
-        y = self.model.network(x.to(self.dtype)).float()  # the bicubic skip, where there is one, in float32
-        if residual:
-            if not self.model.config.bicubic_residual:
-                y = y.sub_(bicubic(x, self.scale))
-            return y.mul_(255.0).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        if self.model.config.bicubic_residual:
+        return self.model.network(x.to(self.dtype)).float(), x  # the bicubic skip, where there is one, in float32
+
+    def images(self, batch: np.ndarray) -> np.ndarray:
+        y, x = self._run(batch)
+        if self.bicubic_residual:
             y = y.add_(bicubic(x, self.scale))
         return y.mul_(255.0).clamp_(0.0, 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
-    def _cpu(self, batch: np.ndarray) -> list[np.ndarray]:
-        """(B, h, w, 3) uint8 -> B x (sh, sw, 3) float32: the network's output on the CPU, in its 0..1
-        units. numpy and OpenCV around it, each step one pass over the pixels: the SR images come out
-        the same as torch's, bit for bit, and 0.3 ms sooner per 89-px crop (5.8 against 6.1 ms with
-        `lite` in bfloat16, one thread)."""
-        if self.int8 is not None:
-            x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)  # (B, 3, h, w)
-            x *= np.float32(1 / 255)
-            return [cv2.merge(list(r)) for r in self.int8(x)]  # B x (3, sh, sw) -> (sh, sw, 3) float32
+    def residuals(self, batch: np.ndarray) -> np.ndarray:
+        y, x = self._run(batch)
+        if not self.bicubic_residual:
+            y = y.sub_(bicubic(x, self.scale))
+        return y.mul_(255.0).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+class _Cpu(_Backend):
+    """numpy and OpenCV around a CPU network, each step one pass over the pixels: the SR images come
+    out the same as torch's, bit for bit, and sooner."""
+
+    def __init__(self, model: Generator):
+        self.scale, self.bicubic_residual = model.config.scale, model.config.bicubic_residual
+
+    def network(self, batch: np.ndarray) -> list[np.ndarray]:
+        """(B, h, w, 3) uint8 -> B x (sh, sw, 3) float32: the network's output, in its 0..1 units."""
+        raise NotImplementedError
+
+    def images(self, batch: np.ndarray) -> list[np.ndarray]:
+        outs = self.network(batch)
+        if not self.bicubic_residual:
+            return [cv2.convertScaleAbs(np.maximum(r, 0, out=r), alpha=255.0) for r in outs]
+        # rounded and saturated to uint8 in the same pass: round(255 * residual + bicubic)
+        return [cv2.addWeighted(r, 255.0, _cv2_bicubic(lr, self.scale), 1.0, 0.0, dtype=cv2.CV_8U)
+                for lr, r in zip(batch, outs)]
+
+    def residuals(self, batch: np.ndarray) -> list[np.ndarray]:
+        outs = self.network(batch)
+        for lr, r in zip(batch, outs):
+            r *= np.float32(255.0)
+            if not self.bicubic_residual:
+                r -= _cv2_bicubic(lr, self.scale)
+        return outs
+
+
+class _TorchCpu(_Cpu):
+    """The network in torch on the CPU: `lite`'s as oneDNN's fused convolutions where they apply."""
+
+    def __init__(self, model: Generator, fused: FusedNetwork | None):
+        super().__init__(model)
+        self.fused = fused
+        self.run = fused or model.network
+        self.dtype = next(model.parameters()).dtype
+        self.name = "cpu-fused" if fused is not None else "cpu-torch"
+
+    def network(self, batch: np.ndarray) -> list[np.ndarray]:
         # channels-last in and out (a permuted view of the HWC batch): oneDNN's fastest layout on a CPU
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
-        network = self.fused or self.model.network
-        y = network(x).float().permute(0, 2, 3, 1)  # (B, sh, sw, 3)
+        y = self.run(x).float().permute(0, 2, 3, 1)  # (B, sh, sw, 3)
         return list(np.ascontiguousarray(y.numpy()))
+
+
+class _Int8Cpu(_Cpu):
+    """The network's int8 file through ONNX Runtime."""
+
+    name = "int8"
+
+    def __init__(self, model: Generator, network: Int8Network):
+        super().__init__(model)
+        self.int8 = network
+
+    def network(self, batch: np.ndarray) -> list[np.ndarray]:
+        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)  # (B, 3, h, w)
+        x *= np.float32(1 / 255)
+        return [cv2.merge(list(r)) for r in self.int8(x)]  # B x (3, sh, sw) -> (sh, sw, 3) float32
 
 
 def _batch(crops: Sequence[np.ndarray]) -> np.ndarray:

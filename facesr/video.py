@@ -29,9 +29,11 @@ Design notes:
   output is converted with BT.709 limited range and tagged so.
 * **Frame size.**  ``transform`` always gets frames of the probed (first) size:
   a stream that changes resolution midway is scaled back to it.
-* **Corrupt frames.**  A packet that fails to decode in the middle of a file is
-  skipped with a logged warning (counted in the returned stats); a file that
-  yields no video frame at all is a :class:`UserError`.
+* **Damaged or cut-off input.**  A packet that fails to decode is skipped, and a
+  read error part way ends the input there; what was decoded is written and the
+  returned stats say what was lost (``incomplete``: "decoded 64 of 150 frames
+  (...)"), for the caller to report. A file that yields no video frame at all is
+  a :class:`UserError`.
 * **Atomic output.**  The result is written to a hidden temporary file beside
   ``dst`` and renamed onto it only on success; on any failure (including
   Ctrl-C) the temporary file is removed and an existing ``dst`` is untouched.
@@ -55,11 +57,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import av
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from .errors import UserError
+from .yuv import rgb_to_frame, tag_bt709
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class VideoInfo:
     frames: int | None  # frame count if known or estimable (for progress bars)
     duration: float | None  # seconds
     has_audio: bool
+    frames_exact: bool = False  # `frames` is the count the container records, not an estimate from the duration
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -118,8 +121,9 @@ def transcode(
     Decoding and encoding run in their own threads, overlapping the transform.
     ``timer`` (an Enhancer's StageTimer) also gets "decode" and "encode" ms per frame.
 
-    Returns ``{"frames", "seconds", "fps", "skipped_frames", "codec", "audio"}``,
-    where ``audio`` is ``"copy"``, the re-encoding codec's name, or ``None``.
+    Returns ``{"frames", "expected_frames", "incomplete", "seconds", "fps", "skipped_frames",
+    "codec", "audio"}``, where ``audio`` is ``"copy"``, the re-encoding codec's name, or ``None``,
+    and ``incomplete`` is None or why fewer frames came out than the input announced.
     """
     src, dst = Path(src), Path(dst)
     out_w, out_h = (int(v) for v in out_size)
@@ -135,8 +139,8 @@ def transcode(
         tmp = Path(tmp_name)
         with _errors_as_user_error(dst, "cannot write"):
             out = av.open(str(tmp), "w", format=fmt)
-        stats = _run(container, out, info, transform, (out_w, out_h), src, dst, codec, crf, preset,
-                     audio_fallback, progress, desc, timer)
+        run = _Transcoder(container, out, info, (out_w, out_h), src, dst, (codec, crf, preset, audio_fallback), timer)
+        stats = run.run(transform, progress, desc)
         with _errors_as_user_error(dst, "cannot finish writing"):
             out.close()
         os.replace(tmp, dst)
@@ -212,7 +216,8 @@ def _describe(container, path: Path) -> VideoInfo:
     elif container.duration:
         duration = container.duration / av.time_base
     frames = vs.frames or (round(duration * fps) if duration else None)
-    return VideoInfo(ctx.width, ctx.height, fps, frames or None, duration, bool(container.streams.audio))
+    return VideoInfo(ctx.width, ctx.height, fps, frames or None, duration, bool(container.streams.audio),
+                     frames_exact=bool(vs.frames))
 
 
 # --- output ------------------------------------------------------------------------------
@@ -234,40 +239,6 @@ def check_output(src: str | os.PathLike, dst: str | os.PathLike, codec: str | No
     _check_video_encoder(codec)
     _check_destination(src, dst)
     return fmt, codec, audio_fallback
-
-
-def tag_bt709(stream) -> None:
-    """Tag a video stream BT.709, limited range (HD video's convention), as `rgb_to_frame` converts.
-
-    Players and decoders then turn the YUV back into the same colours instead of guessing.
-    """
-    cc = stream.codec_context
-    cc.colorspace = cc.color_primaries = cc.color_trc = 1  # AVCOL_*_BT709
-    cc.color_range = 1  # AVCOL_RANGE_MPEG
-
-
-def rgb_to_frame(rgb: np.ndarray, pix_fmt: str = "yuv420p") -> av.VideoFrame:
-    """An (H, W, 3) uint8 RGB array as a frame in `pix_fmt`, YUV formats by BT.709 limited range."""
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    if pix_fmt.startswith("yuv"):
-        frame = frame.reformat(format=pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
-    return frame
-
-
-def rgb_to_i420(rgb: np.ndarray) -> av.VideoFrame:
-    """An (H, W, 3) RGB array (even sides) as a yuv420p frame by OpenCV's BT.601 conversion.
-
-    WebRTC's codecs and the training degradations use this pair: it round-trips without bias,
-    where swscale's rgb24 path shifts every frame by about 1.3 levels.
-    """
-    return av.VideoFrame.from_ndarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420), format="yuv420p")
-
-
-def i420_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as (H, W, 3) uint8 RGB: OpenCV's inverse of `rgb_to_i420` for even-sided yuv420p."""
-    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
-        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)  # (3H/2, W) planes -> (H, W, 3)
-    return frame.to_ndarray(format="rgb24")
 
 
 def _check_video_encoder(codec: str) -> None:
@@ -369,7 +340,10 @@ class _Audio:
     def packets(self, packet):
         """Output packets for one input audio packet."""
         if self.mode == "copy":
-            if packet.dts is None:  # the empty flush packet demux yields at the end
+            if packet.size == 0:  # the empty packet demux yields at the end of the stream
+                return []
+            if packet.dts is None:
+                self.dropped += 1
                 return []
             t = packet.dts * packet.time_base
             if self.last is not None and t <= self.last:
@@ -398,6 +372,64 @@ class _Audio:
 
 
 # --- the loop ----------------------------------------------------------------------------
+#
+# Three threads, in order: decode -> transform (the calling thread) -> encode and mux.
+# Decoding and encoding overlap the transform of the frames between them (PyAV, OpenCV and
+# torch release the GIL while they work); bounded channels keep a few frames in flight and
+# every frame and audio packet in its order. An error in any step stops all three and is
+# raised in the calling thread, the transform's own exceptions unchanged.
+
+
+@dataclass
+class _VideoFrame:
+    """A decoded frame on its way to the encoder; `image` becomes a Future while it is transformed."""
+
+    image: np.ndarray | Future
+    pts: int | None
+    time_base: Fraction | None
+
+
+@dataclass
+class _AudioPackets:
+    """Output audio packets, muxed between the video frames they came between."""
+
+    packets: list
+
+
+@dataclass
+class _EndOfInput:
+    pass
+
+
+@dataclass
+class _Failed:
+    error: BaseException
+
+
+class _Channel:
+    """A bounded queue between two threads that gives up when `stop` is set."""
+
+    def __init__(self, stop: threading.Event, size: int = 4):
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = stop
+
+    def put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self):
+        """The next item, or None once stopped."""
+        while not self._stop.is_set():
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
 
 
 def _submitter(transform: Transform) -> tuple[Callable[[np.ndarray], Future], int]:
@@ -414,181 +446,201 @@ def _submitter(transform: Transform) -> tuple[Callable[[np.ndarray], Future], in
     return now, 0
 
 
-def _run(container, out, info, transform, size, src, dst, codec, crf, preset, audio_fallback,
-         progress, desc, timer=None) -> dict:
-    """Three threads, in order: decode -> transform (this thread) -> encode and mux.
+class _Transcoder:
+    """One run of `transcode`: the decoder thread, the transform in the calling thread, the encoder thread."""
 
-    Decoding and encoding overlap the transform of the frames between them (PyAV, OpenCV
-    and torch release the GIL while they work); bounded queues keep a few frames in flight
-    and every frame and audio packet in its order. A transform with ``submit`` (an Enhancer
-    with several workers) transforms that many frames at once in threads of its own. An error
-    in any step stops all three and is raised here, the transform's own exceptions unchanged.
-    """
-    ivs = container.streams.video[0]
-    ivs.thread_type = "AUTO"
-    ias = container.streams.audio[0] if container.streams.audio else None
-    out_w, out_h = size
-    enc_size = (out_w + out_w % 2, out_h + out_h % 2)
-    ovs = _add_video_stream(out, codec, info, ivs, enc_size, crf, preset)
-    audio = _Audio(out, ias, audio_fallback, src) if ias is not None else None
-    streams = (ivs, ias) if ias is not None else (ivs,)
+    def __init__(self, container, out, info: VideoInfo, size: tuple[int, int], src: Path, dst: Path,
+                 encoder: tuple[str, int | None, str | None, str], timer=None):
+        codec, crf, preset, audio_fallback = encoder
+        self.container, self.out, self.info, self.size, self.src, self.dst = container, out, info, size, src, dst
+        self.video_in = container.streams.video[0]
+        self.video_in.thread_type = "AUTO"
+        audio_in = container.streams.audio[0] if container.streams.audio else None
+        out_w, out_h = size
+        self.enc_size = (out_w + out_w % 2, out_h + out_h % 2)
+        self.video_out = _add_video_stream(out, codec, info, self.video_in, self.enc_size, crf, preset)
+        self.audio = _Audio(out, audio_in, audio_fallback, src) if audio_in is not None else None
+        self.streams = (self.video_in, audio_in) if audio_in is not None else (self.video_in,)
+        self.stop = threading.Event()
+        self.decoded, self.transformed = _Channel(self.stop), _Channel(self.stop)
+        self.failures: list[BaseException] = []
+        self.frames_written = 0
+        self.damaged_packets = 0
+        self.read_error: str | None = None
+        self.decode_ms: list[float] = []
+        self.encode_ms: list[float] = []
+        self.timer = timer
+        self.codec = codec
 
-    decoded: queue.Queue = queue.Queue(maxsize=4)
-    transformed: queue.Queue = queue.Queue(maxsize=4)
-    stop = threading.Event()
-    failures: list[BaseException] = []
-    counts = {"frames": 0, "skipped": 0}
-    decode_ms: list[float] = []
-    encode_ms: list[float] = []
-
-    def put(q: queue.Queue, item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def get(q: queue.Queue):
-        while not stop.is_set():
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        return ("stopped",)
-
-    def read() -> None:
+    # decoder thread
+    def decode(self) -> None:
+        """Demux and decode every packet in order; audio is (re-)decoded here too, one thread per input."""
         try:
-            for packet in _demux(container, streams, src):
-                if ias is not None and packet.stream_index == ias.index:
-                    # Audio is decoded (where it is re-encoded) here, with the demuxing: one thread
-                    # per input container. Only the muxing happens in the encode thread.
-                    if not put(decoded, ("audio", audio.packets(packet))):
+            for packet in self._packets():
+                if self.audio is not None and packet.stream_index != self.video_in.index:
+                    if not self.decoded.put(_AudioPackets(self.audio.packets(packet))):
                         return
-                    continue
-                t0 = time.perf_counter()
-                frames = _decode(packet, src, "video")
-                if frames is None:
-                    counts["skipped"] += 1
-                    continue
-                for frame in frames:
-                    # Scaled to the probed size, so a mid-stream resolution change (common in
-                    # recorded calls) still gives the transform the frame size it was set up for.
-                    rgb = frame.to_ndarray(format="rgb24", width=info.width, height=info.height)
-                    ms = (time.perf_counter() - t0) * 1000.0
-                    if not put(decoded, ("video", rgb, frame.pts, frame.time_base, ms)):
-                        return
-                    t0 = time.perf_counter()  # not counting the wait for room in the queue
-            put(decoded, ("end",))
-        except BaseException as exc:  # handed to the main thread, raised there
-            put(decoded, ("error", exc))
+                elif not self._decode_video(packet):
+                    return
+            self.decoded.put(_EndOfInput())
+        except BaseException as exc:  # handed to the calling thread, raised there
+            self.decoded.put(_Failed(exc))
 
-    def write(bar) -> None:
-        n = 0
+    def _packets(self):
+        """The input's packets; a read error part way ends the input there (reported as incomplete)."""
+        it = self.container.demux(*self.streams)
+        while True:
+            try:
+                yield next(it)
+            except StopIteration:
+                return
+            except (av.FFmpegError, OSError) as exc:
+                self.read_error = _reason(exc)
+                return
+
+    def _decode_video(self, packet) -> bool:
+        t0 = time.perf_counter()
+        frames = _decode(packet, self.src, "video")
+        if frames is None:
+            self.damaged_packets += 1
+            return True
+        for frame in frames:
+            # Scaled to the probed size, so a mid-stream resolution change (common in recorded
+            # calls) still gives the transform the frame size it was set up for.
+            rgb = frame.to_ndarray(format="rgb24", width=self.info.width, height=self.info.height)
+            self.decode_ms.append((time.perf_counter() - t0) * 1000.0)
+            if not self.decoded.put(_VideoFrame(rgb, frame.pts, frame.time_base)):
+                return False
+            t0 = time.perf_counter()  # not counting the wait for room in the channel
+        return True
+
+    # calling thread
+    def transform_all(self, transform: Transform) -> None:
+        """Submit each decoded frame to the transform and hand results on in order."""
+        submit, in_flight = _submitter(transform)
+        pending: collections.deque = collections.deque()  # frames being transformed, audio between them
+        while not self.failures:
+            item = self.decoded.get()
+            if item is None:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            if isinstance(item, _VideoFrame):
+                item.image = submit(item.image)
+            pending.append(item)
+            end = isinstance(item, _EndOfInput)
+            self._hand_on(pending, keep=0 if end else in_flight)
+            if end:
+                return
+
+    def _hand_on(self, pending: collections.deque, keep: int) -> None:
+        """Pass finished items to the encoder in order, blocking until at most `keep` frames are in flight."""
+        while pending:
+            item = pending[0]
+            if isinstance(item, _VideoFrame) and len(pending) <= keep and not item.image.done():
+                return
+            pending.popleft()
+            if isinstance(item, _VideoFrame):
+                item.image = item.image.result()  # the transform's own exception, unchanged
+                _check_transformed(item.image, self.size)
+            self.transformed.put(item)
+
+    # encoder thread
+    def encode(self, bar) -> None:
         last_time = None
         try:
-            while True:
-                item = get(transformed)
-                kind = item[0]
-                if kind == "stopped":
+            while (item := self.transformed.get()) is not None:
+                if isinstance(item, _AudioPackets):
+                    self._mux(item.packets)
+                elif isinstance(item, _EndOfInput):
+                    self._mux(self.video_out.encode(None))
+                    if self.audio is not None:
+                        self._mux(self.audio.flush())
                     return
-                if kind == "audio":
-                    with _errors_as_user_error(dst, "cannot write"):
-                        out.mux(item[1])
-                    continue
-                if kind == "end":
-                    with _errors_as_user_error(dst, "cannot write"):
-                        out.mux(ovs.encode(None))
-                        if audio is not None:
-                            out.mux(audio.flush())
-                    counts["frames"] = n
-                    return
-                _, rgb, pts, tb = item
-                t0 = time.perf_counter()
-                vframe = _to_video_frame(rgb, size, enc_size, ovs.pix_fmt)
-                # Keep the input frame's own timestamp; invent one only where it has none,
-                # and nudge it forward in the (damaged-file) case where it does not increase.
-                tb = tb or ivs.time_base
-                if pts is None:
-                    pts, tb = round(n / info.fps / ivs.time_base), ivs.time_base
-                if last_time is not None and pts * tb <= last_time:
-                    pts = int(last_time / tb) + 1
-                vframe.pts, vframe.time_base = pts, tb
-                last_time = pts * tb
-                with _errors_as_user_error(dst, "cannot write"):
-                    out.mux(ovs.encode(vframe))
-                encode_ms.append((time.perf_counter() - t0) * 1000.0)
-                n += 1
-                bar.update(1)
+                else:
+                    t0 = time.perf_counter()
+                    last_time = self._encode_frame(item, last_time)
+                    self.encode_ms.append((time.perf_counter() - t0) * 1000.0)
+                    bar.update(1)
         except BaseException as exc:
-            failures.append(exc)
-            stop.set()
+            self.failures.append(exc)
+            self.stop.set()
 
-    start = time.perf_counter()
-    bar = tqdm(total=info.frames, unit="frame", desc=desc, disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
-    reader = threading.Thread(target=read, name="facesr-decode", daemon=True)
-    writer = threading.Thread(target=write, args=(bar,), name="facesr-encode", daemon=True)
-    reader.start()
-    writer.start()
-    submit, in_flight = _submitter(transform)
-    pending: collections.deque = collections.deque()  # video frames being transformed, audio between them
+    def _encode_frame(self, item: _VideoFrame, last_time: Fraction | None) -> Fraction:
+        """Encode one frame with the input frame's own timestamp; one is invented only where it has
+        none, and nudged forward in the (damaged-file) case where it does not increase."""
+        vframe = _to_video_frame(item.image, self.size, self.enc_size, self.video_out.pix_fmt)
+        pts, tb = item.pts, item.time_base or self.video_in.time_base
+        if pts is None:
+            pts, tb = round(self.frames_written / self.info.fps / self.video_in.time_base), self.video_in.time_base
+        if last_time is not None and pts * tb <= last_time:
+            pts = int(last_time / tb) + 1
+        vframe.pts, vframe.time_base = pts, tb
+        self._mux(self.video_out.encode(vframe))
+        self.frames_written += 1
+        return pts * tb
 
-    def hand_on(keep: int) -> None:
-        """Pass finished items to the encoder in order, blocking until at most `keep` frames are in flight."""
-        while pending and (pending[0][0] != "video" or len(pending) > keep or pending[0][1].done()):
-            item = pending.popleft()
-            if item[0] == "video":
-                _, future, pts, tb = item
-                result = future.result()  # the transform's own exception, unchanged
-                _check_transformed(result, size)
-                item = ("video", result, pts, tb)
-            put(transformed, item)
+    def _mux(self, packets) -> None:
+        with _errors_as_user_error(self.dst, "cannot write"):
+            self.out.mux(packets)
 
-    try:
-        while not failures:
-            item = get(decoded)
-            kind = item[0]
-            if kind == "error":
-                raise item[1]
-            if kind == "stopped":
-                break
-            if kind == "video":
-                _, rgb, pts, tb, ms = item
-                decode_ms.append(ms)
-                item = ("video", submit(rgb), pts, tb)
-            pending.append(item)
-            hand_on(0 if kind == "end" else in_flight)
-            if kind == "end":
-                break
-        writer.join()
-        if failures:
-            raise failures[0]
-    finally:
-        stop.set()
-        reader.join()
-        writer.join()
-        bar.close()
-    n, skipped = counts["frames"], counts["skipped"]
-    if n == 0:
-        raise UserError(f"{src}: no video frames could be decoded")
-    if timer is not None:
-        timer.merge("decode", decode_ms)
-        timer.merge("encode", encode_ms)
-    if skipped:
-        log.warning("%s: skipped %d undecodable video packet(s)", src, skipped)
-    if audio is not None and audio.dropped:
-        log.warning("%s: dropped %d damaged or out-of-order audio packet(s)", src, audio.dropped)
-    seconds = time.perf_counter() - start
-    return {
-        "frames": n,
-        "seconds": seconds,
-        "fps": n / seconds if seconds > 0 else float("inf"),
-        "skipped_frames": skipped,
-        "codec": codec,
-        "audio": audio.mode if audio is not None else None,
-    }
+    def run(self, transform: Transform, progress: bool, desc: str) -> dict:
+        start = time.perf_counter()
+        bar = tqdm(total=self.info.frames, unit="frame", desc=desc, disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True)
+        reader = threading.Thread(target=self.decode, name="facesr-decode", daemon=True)
+        writer = threading.Thread(target=self.encode, args=(bar,), name="facesr-encode", daemon=True)
+        reader.start()
+        writer.start()
+        try:
+            self.transform_all(transform)
+            writer.join()
+            if self.failures:
+                raise self.failures[0]
+        finally:
+            self.stop.set()
+            reader.join()
+            writer.join()
+            bar.close()
+        return self._stats(time.perf_counter() - start)
+
+    def _stats(self, seconds: float) -> dict:
+        n = self.frames_written
+        if n == 0:
+            why = f": {self.read_error}" if self.read_error else ""
+            raise UserError(f"{self.src}: no video frames could be decoded{why}")
+        if self.timer is not None:
+            self.timer.merge("decode", self.decode_ms)
+            self.timer.merge("encode", self.encode_ms)
+        if self.damaged_packets:
+            log.info("%s: skipped %d undecodable video packet(s)", self.src, self.damaged_packets)
+        if self.audio is not None and self.audio.dropped:
+            log.info("%s: dropped %d damaged or out-of-order audio packet(s)", self.src, self.audio.dropped)
+        return {
+            "frames": n,
+            "expected_frames": self.info.frames,
+            "incomplete": _incomplete(n, self.info, self.damaged_packets, self.read_error),
+            "seconds": seconds,
+            "fps": n / seconds if seconds > 0 else float("inf"),
+            "skipped_frames": self.damaged_packets,
+            "codec": self.codec,
+            "audio": self.audio.mode if self.audio is not None else None,
+        }
+
+
+def _incomplete(frames: int, info: VideoInfo, damaged: int, read_error: str | None) -> str | None:
+    """Why the input gave fewer frames than it announced ("decoded 64 of 150 frames: ..."), or None."""
+    expected = info.frames
+    short = expected is not None and frames < (expected if info.frames_exact else 0.95 * expected - 1)
+    if not (short or damaged or read_error):
+        return None
+    of = f" of {expected}" if expected else ""
+    causes = [f"{damaged} damaged packet(s) skipped"] if damaged else []
+    if read_error:
+        causes.append(f"read error: {read_error}")
+    elif short:
+        causes.append("the input ends early")
+    return f"decoded {frames}{of} frames ({'; '.join(causes)})"
 
 
 def _demux(container, streams, src: Path):
@@ -637,21 +689,3 @@ def _errors_as_user_error(path: Path, what: str):
 
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-
-
-def make_call_clip(src: str | os.PathLike, dst: str | os.PathLike, scale: int = 4, crf: int = 28,
-                   progress: bool = False) -> VideoInfo:
-    """Simulate a low-resolution call from a clip: area-downscale by `scale`, then H.264 at `crf`.
-
-    Sizes are rounded down to even numbers (yuv420p); audio is carried over as usual.
-    """
-    import cv2
-
-    info = probe(src)
-    w, h = (info.width // scale) // 2 * 2, (info.height // scale) // 2 * 2
-
-    def shrink(frame: np.ndarray) -> np.ndarray:
-        return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-
-    transcode(src, dst, shrink, (w, h), crf=crf, preset="medium", progress=progress, desc="downscale")
-    return probe(dst)

@@ -23,41 +23,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import UserError
-from .models import MODELS, PIXEL_MODEL, Generator, GeneratorConfig, generator_config
-
-
-def _weights_dir() -> Path:
-    """$FACESR_WEIGHTS, else weights/ of a source checkout, else <prefix>/share/facesr/weights of an install."""
-    if os.environ.get("FACESR_WEIGHTS"):
-        return Path(os.environ["FACESR_WEIGHTS"])
-    checkout = Path(__file__).resolve().parent.parent / "weights"
-    installed = Path(sys.prefix) / "share" / "facesr" / "weights"
-    return checkout if checkout.is_dir() or not installed.is_dir() else installed
-
-
-WEIGHTS_DIR = _weights_dir()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FACESR_CACHE", Path.home() / ".cache" / "facesr"))
+from .models import MODELS, PIXEL_MODEL, Generator, GeneratorConfig
+from .paths import cache_dir, weights_dir
 
 
 # --- generator weights -----------------------------------------------------------------
 
 
-# What runs when no --model is given: the best-measuring real-time model on a CPU (see
-# weights/MODEL_CARD.md), the paper's GAN generator in half precision on a GPU.
-DEFAULT_MODELS = {"cpu": "lite", "cuda": "srgan"}
-
-
-def default_model(device: str = "auto") -> str:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return DEFAULT_MODELS.get(device, DEFAULT_MODELS["cpu"])
-
-
 def weights_path(variant: str, scale: int) -> Path:
-    return WEIGHTS_DIR / f"{variant}-x{scale}.safetensors"
+    return weights_dir() / f"{variant}-x{scale}.safetensors"
 
 
 def save_generator(path: str | os.PathLike, model: Generator, **metadata: object) -> None:
@@ -118,44 +92,39 @@ def gan_strength(gan: Generator, pixel: Generator, strength: float) -> Generator
     return net.eval()
 
 
-def load_generator(model: str | None = None, scale: int = 4, *, allow_untrained: bool = False) -> Generator:
-    """A generator from a variant name (its shipped weights) or a .safetensors path.
+def load_generator(model: str, scale: int = 4) -> Generator:
+    """A generator from a model name (its shipped weights) or a .safetensors path.
 
     `NAME@STRENGTH` for a GAN model ("srgan@0.5", "lite-gan@0.7") blends it with the pixel
     model it was fine-tuned from (`gan_strength`): 0 is the pixel model, 1 the GAN model.
-    With `allow_untrained`, a variant that has no shipped weights yet is built with random
-    weights (and a warning), so its code path can run.
+    A .safetensors file brings its own scale; `scale` picks a named model's weights.
     """
-    model = model or default_model()
     name, strength = parse_gan_strength(model)
     if strength is not None:
         if strength == 0.0:
-            return load_generator(PIXEL_MODEL[name], scale, allow_untrained=allow_untrained)
-        gan = load_generator(name, scale, allow_untrained=allow_untrained)
+            return load_generator(PIXEL_MODEL[name], scale)
+        gan = load_generator(name, scale)
         if strength == 1.0:
             return gan
-        return gan_strength(gan, load_generator(PIXEL_MODEL[name], scale, allow_untrained=allow_untrained), strength)
+        return gan_strength(gan, load_generator(PIXEL_MODEL[name], scale), strength)
     path = Path(model)
-    if path.suffix != ".safetensors":
+    named = path.suffix != ".safetensors"
+    if named:
         if model not in MODELS:
             raise UserError(f"--model {model}: choose {', '.join(MODELS)} (srgan@0.5: a GAN strength) or a .safetensors file")
-        config = generator_config(model, scale)
         path = weights_path(model, scale)
         if not path.is_file():
-            if not allow_untrained:
-                raise UserError(f"no weights for model {model!r} at x{scale} ({path} is missing)")
-            print(f"facesr: warning: {path.name} not found, running {model} x{scale} with untrained weights", file=sys.stderr)
-            return Generator(config).eval()
+            raise UserError(f"no weights for model {model!r} at x{scale} ({path} is missing)")
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
-        config = GeneratorConfig(**json.loads(meta["config"]))
+        config = GeneratorConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, OSError, TypeError) as exc:
         raise UserError(f"{path}: not a facesr generator file ({exc})") from None
-    if config.scale != scale and Path(model).suffix != ".safetensors":
+    if named and config.scale != scale:
         raise UserError(f"{path}: holds a x{config.scale} model, not x{scale}")
     net = Generator(config)
     net.load_state_dict(state)

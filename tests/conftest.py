@@ -1,20 +1,16 @@
-"""Shared fixtures: real face photos shipped by registry packages, ../shared data, the shipped weights."""
+"""Fixtures: real face photos shipped by registry packages, a private cache, the network namespace.
+
+Helpers (paths, known face boxes, clips, the CLI) are in helpers.py: `from helpers import ...`.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-WEIGHTS = ROOT / "weights" / "lite-x4.safetensors"
-
-# Known face boxes (x0, y0, x1, y1) in the original photos, read off BlazeFace and checked by eye.
-ASTRONAUT_FACE = (177, 82, 272, 177)
-GRACE_HOPPER_FACE = (171, 146, 365, 340)
 
 
 @pytest.fixture(scope="session")
@@ -31,33 +27,20 @@ def grace_hopper() -> np.ndarray:
     return np.ascontiguousarray(cv2.imread(str(path))[..., ::-1])
 
 
-def shared_path(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent: ../shared holds the project's test data beside the checkout")
-    return path
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def downscale(img: np.ndarray, s: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    return cv2.resize(img, (w // s, h // s), interpolation=cv2.INTER_AREA)
-
-
-def on_canvas(photo: np.ndarray, size=(1280, 720), at=(0, 0), canvas: np.ndarray | None = None) -> np.ndarray:
-    """Place a photo on a grey canvas (a call-like frame with room around the face)."""
-    w, h = size
-    out = np.full((h, w, 3), 118, np.uint8) if canvas is None else canvas.copy()
-    x, y = at
-    ph, pw = photo.shape[:2]
-    out[y : y + ph, x : x + pw] = photo[: h - y, : w - x]
-    return out
+# --- no test writes to the real cache -----------------------------------------------------------
+# facesr caches what it makes (call clips, H.264 training banks, photo crops, bench scenes) under
+# $FACESR_CACHE (default ~/.cache/facesr). The suite gets a cache of its own for the session; the
+# BlazeFace models stay where `facesr fetch-models` put them ($FACESR_DETECTOR_DIR points there), as
+# the suite runs without a network and could not fetch them again.
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    real = Path(os.environ.get("FACESR_CACHE") or Path.home() / ".cache" / "facesr")
+    cache = tmp_path_factory.mktemp("facesr-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FACESR_CACHE", str(cache))
+        if not os.environ.get("FACESR_DETECTOR_DIR") and (real / "detector").is_dir():
+            mp.setenv("FACESR_DETECTOR_DIR", str(real / "detector"))
+        yield cache
 
 
 # --- network tests: only inside a private network namespace ------------------------------------
@@ -67,8 +50,6 @@ def on_canvas(photo: np.ndarray, size=(1280, 720), at=(0, 0), canvas: np.ndarray
 # says the namespace was meant to be there.
 @pytest.fixture(scope="session")
 def private_network() -> None:
-    import os
-
     from facesr.stream.client import private_network_problem
 
     problem = private_network_problem()

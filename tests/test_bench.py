@@ -8,14 +8,16 @@ import os
 import cv2
 import pytest
 
-from conftest import shared_path
-from facesr.bench import run_bench, scene_clip, write_report
+from facesr.bench import run_bench, write_report
 from facesr.detect import FaceDetector
-from facesr.superres import cpu_has_native_bfloat16, cpu_prefers_int8
+from facesr.protocol import scene_clip
+from facesr.runtime import cpu_has_native_bfloat16, cpu_prefers_int8
 from facesr.video import read_frames
-from test_cli import assert_clean_failure, facesr
+from helpers import assert_clean_failure, facesr, shared_path
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_scenes_have_the_faces_they_claim(tmp_path):
     videos = shared_path("data", "videos")
     with FaceDetector("full") as detect:
@@ -26,13 +28,16 @@ def test_scenes_have_the_faces_they_claim(tmp_path):
             assert max(set(counts), key=counts.count) == faces, (scene, counts)
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_bench_reports_every_stage_and_the_bicubic_ratio(tmp_path):
     report = run_bench(["lite"], sizes=["160x90"], scenes=["one"], videos=shared_path("data", "videos"), frames=20,
                        repeat=1, device="cpu", progress=False)
     (row,) = report["results"]
     assert row["out"] == "640x360" and row["model"] == "lite"
     # lite's int8 twin where the CPU suits it, else torch's bfloat16 where the CPU has it
-    assert report["precision"] == "int8" if cpu_prefers_int8() else ("bfloat16" if cpu_has_native_bfloat16() else "float32")
+    expected = "int8" if cpu_prefers_int8() else ("bfloat16" if cpu_has_native_bfloat16() else "float32")
+    assert report["precision"] == expected
     assert report["cpu"]
     if os.path.exists("/proc/cpuinfo"):  # Linux: the CPU's bfloat16 features are named beside its model
         assert ("avx512_bf16" in report["cpu"] or "amx_tile" in report["cpu"]) == cpu_has_native_bfloat16()

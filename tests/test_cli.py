@@ -1,4 +1,8 @@
-"""The command line as users meet it: real subprocesses, real files."""
+"""The command line as users meet it: real files, `facesr.cli.main` called in this process.
+
+One test runs the installed `facesr` entry point as a process; the rest call `main(argv)`
+directly (helpers.facesr), which is what that entry point does, minus a Python start-up.
+"""
 
 from __future__ import annotations
 
@@ -10,42 +14,48 @@ import av
 import numpy as np
 import pytest
 
+from build_demo_clip import build_demo_clip
 from facesr.images import read_rgb, write_rgb
 from facesr.video import probe
-from conftest import ROOT
-from test_video import make_clip
-
-
-def facesr(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facesr", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-
-
-def assert_clean_failure(proc: subprocess.CompletedProcess, *words: str) -> None:
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{proc.stderr}"
-    assert lines[0].startswith("facesr: error:") and "Traceback" not in proc.stderr
-    for word in words:
-        assert word in lines[0]
+from helpers import assert_clean_failure, bicubic, decode_rgb, face_mask, facesr, likeness, make_clip
 
 
 @pytest.fixture(scope="module")
 def demo_clip(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(ROOT / "examples"))
-    from build_demo_clip import build_demo_clip
-
+    """The example call (examples/build_demo_clip.py), 2 s: 50 frames, 320x180, H.264 + AAC, faststart mp4."""
     return build_demo_clip(tmp_path_factory.mktemp("demo") / "call.mp4", seconds=2.0)
 
 
-def test_video_round_trip_keeps_frames_fps_timestamps_and_audio(demo_clip, tmp_path):
-    out = tmp_path / "out.mp4"
-    proc = facesr("video", demo_clip, out, "--quiet")
+@pytest.fixture(scope="module")
+def enhanced_clip(demo_clip, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("enhanced") / "out.mp4"
+    ran = facesr("video", demo_clip, out, "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    return out
+
+
+def test_the_facesr_entry_point_runs(astronaut, tmp_path):
+    """The one test of the installed console script as a process: an image in, one line of error for bad input."""
+    script = Path(sys.executable).with_name("facesr")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "facesr"]
+    photo = tmp_path / "photo.png"
+    write_rgb(photo, astronaut[::4, ::4])
+    proc = subprocess.run([*command, "image", str(photo), str(tmp_path / "out.png")], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
-    src, dst = probe(demo_clip), probe(out)
+    assert read_rgb(tmp_path / "out.png").shape == (512, 512, 3)
+    proc = subprocess.run([*command, "image", str(tmp_path / "missing.png"), str(tmp_path / "o.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert_clean_failure(proc, "missing.png")
+    assert proc.returncode == 1
+
+
+@pytest.mark.slow
+def test_video_round_trip_keeps_frames_fps_timestamps_and_audio(demo_clip, enhanced_clip):
+    src, dst = probe(demo_clip), probe(enhanced_clip)
     assert (dst.width, dst.height) == (src.width * 4, src.height * 4)
     assert dst.fps == src.fps and dst.has_audio
-    with av.open(str(demo_clip)) as a, av.open(str(out)) as b:
+    with av.open(str(demo_clip)) as a, av.open(str(enhanced_clip)) as b:
         ta = [f.time for f in a.decode(video=0)]
         tb = [f.time for f in b.decode(video=0)]
         assert len(ta) == len(tb) == 50
@@ -53,12 +63,52 @@ def test_video_round_trip_keeps_frames_fps_timestamps_and_audio(demo_clip, tmp_p
         assert b.streams.audio[0].codec_context.name == a.streams.audio[0].codec_context.name
 
 
-def test_side_by_side_and_background_only(demo_clip, tmp_path):
-    sbs, bic = tmp_path / "sbs.mkv", tmp_path / "bic.mp4"
-    assert facesr("video", demo_clip, sbs, "--side-by-side", "-q").returncode == 0
-    assert facesr("video", demo_clip, bic, "--background-only", "-q").returncode == 0
+@pytest.mark.slow
+def test_side_by_side_is_bicubic_left_and_the_enhanced_frame_right(demo_clip, enhanced_clip, tmp_path):
+    sbs = tmp_path / "sbs.mkv"
+    ran = facesr("video", demo_clip, sbs, "--side-by-side", "-q")
+    assert ran.returncode == 0, ran.stderr
     assert (probe(sbs).width, probe(sbs).height) == (2 * 1280, 720)
+    inputs, enhanced, pairs = decode_rgb(demo_clip), decode_rgb(enhanced_clip), decode_rgb(sbs)
+    assert len(pairs) == len(enhanced) == len(inputs) == 50
+    for k in (10, 30, 49):  # the astronaut alone, Grace Hopper sliding in, both
+        plain = bicubic(inputs[k], 4)
+        left, right = pairs[k][:, :1280], pairs[k][:, 1280:]
+        assert likeness(left, enhanced[k], plain).plain_bicubic, (k, likeness(left, enhanced[k], plain))
+        assert likeness(right, enhanced[k], plain).enhanced, (k, likeness(right, enhanced[k], plain))
+        # away from the faces, both halves are the bicubic background (up to the codec's loss)
+        for half in (left, right):
+            assert np.abs(half[600:, :200].astype(int) - plain[600:, :200]).mean() < 4.0
+
+
+@pytest.mark.slow
+def test_background_only_is_a_plain_bicubic_upscale(demo_clip, enhanced_clip, tmp_path):
+    bic = tmp_path / "bic.mp4"
+    ran = facesr("video", demo_clip, bic, "--background-only", "-q")
+    assert ran.returncode == 0, ran.stderr
     assert (probe(bic).width, probe(bic).height) == (1280, 720)
+    inputs, enhanced, frames = decode_rgb(demo_clip), decode_rgb(enhanced_clip), decode_rgb(bic)
+    for k in (10, 49):
+        assert likeness(frames[k], enhanced[k], bicubic(inputs[k], 4)).plain_bicubic
+
+
+# A TEST FOR BEHAVIOUR NOT LANDED YET (issue 26): a cut-off input keeps what could be decoded and
+# ends in facesr.errors.IncompleteInput, exit status 4, one line "decoded N of M frames". It fails
+# until the lead's change to facesr/video.py and facesr/cli.py is in.
+@pytest.mark.slow
+def test_a_truncated_input_keeps_its_output_and_exits_4(demo_clip, tmp_path):
+    data = demo_clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # faststart: the index survives, the second half of the media does not
+    out = tmp_path / "out.mp4"
+    ran = facesr("video", cut, out, "-q")
+    lines = ran.stderr.strip().splitlines()
+    assert ran.returncode == 4, ran.stderr
+    assert len(lines) == 1 and lines[0].startswith("facesr: error:") and " of " in lines[0], ran.stderr
+    assert out.is_file()
+    kept = probe(out).frames
+    assert 0 < kept < probe(demo_clip).frames
+    assert str(kept) in lines[0]
 
 
 def test_image_file_and_folder(astronaut, grace_hopper, tmp_path):
@@ -67,12 +117,14 @@ def test_image_file_and_folder(astronaut, grace_hopper, tmp_path):
     write_rgb(src / "astronaut.png", astronaut[::4, ::4])
     write_rgb(src / "hopper.jpg", grace_hopper[::4, ::4])
     (src / "notes.txt").write_text("not an image")
-    proc = facesr("image", src, tmp_path / "out")
-    assert proc.returncode == 0, proc.stderr
+    ran = facesr("image", src, tmp_path / "out")
+    assert ran.returncode == 0, ran.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["astronaut.png", "hopper.png"]
-    assert read_rgb(tmp_path / "out" / "hopper.png").shape == (600, 512, 3)
-    proc = facesr("image", src / "astronaut.png", tmp_path / "full.png", "--full-frame", "--tile", "48")
-    assert proc.returncode == 0, proc.stderr
+    hopper = read_rgb(tmp_path / "out" / "hopper.png")
+    assert hopper.shape == (600, 512, 3)
+    assert face_mask(hopper, bicubic(read_rgb(src / "hopper.jpg"), 4)).sum() > 2000  # the face was enhanced
+    ran = facesr("image", src / "astronaut.png", tmp_path / "full.png", "--full-frame", "--tile", "48")
+    assert ran.returncode == 0, ran.stderr
     assert read_rgb(tmp_path / "full.png").shape == (512, 512, 3)
 
 
@@ -133,8 +185,8 @@ def test_image_bad_inputs(inputs, tmp_path, astronaut):
 
 
 def test_bad_option_values_are_reported_by_argparse():
-    proc = facesr("video", "a.mp4", "b.mp4", "--detect-every", "0")
-    assert proc.returncode == 2 and "--detect-every" in proc.stderr and "Traceback" not in proc.stderr
+    ran = facesr("video", "a.mp4", "b.mp4", "--detect-every", "0")
+    assert ran.returncode == 2 and "--detect-every" in ran.stderr and "Traceback" not in ran.stderr
 
 
 def test_float16_on_a_cpu_is_a_clean_error(astronaut, tmp_path):
@@ -150,6 +202,7 @@ def test_a_gan_strength_runs_and_a_bad_one_is_a_clean_error(astronaut, tmp_path)
     write_rgb(photo, astronaut[::4, ::4])
     assert_clean_failure(facesr("image", photo, tmp_path / "bad.png", "--model", "lite-gan@3"), "lite-gan@3", "between")
     assert not (tmp_path / "bad.png").exists()
-    proc = facesr("image", photo, tmp_path / "half.png", "--model", "lite-gan@0.5")
-    assert proc.returncode == 0, proc.stderr
+    ran = facesr("image", photo, tmp_path / "half.png", "--model", "lite-gan@0.5")
+    assert ran.returncode == 0, ran.stderr
     assert read_rgb(tmp_path / "half.png").shape == (512, 512, 3)
+

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from facesr.detect import FaceDetector, FaceTracker
+from facesr.detect import FaceDetector
+from facesr.track import FaceTracker
 from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale, iou, on_canvas
 
 
@@ -119,7 +120,8 @@ def test_unsure_or_tiny_detections_start_no_track():
 
 
 def test_detector_cadence_every_other_frame_without_faces_every_detect_every_with():
-    from facesr.detect import DETECT_EVERY, Detection
+    from facesr.detect import Detection
+    from facesr.track import DETECT_EVERY
 
     calls = []
 

@@ -14,9 +14,13 @@ from facesr.errors import UserError
 from facesr.int8 import SOURCE_KEY, Int8Network, int8_path, int8_status, onnx_metadata
 from facesr.metrics import psnr
 from facesr.models import Generator, generator_config
-from facesr.superres import SuperResolver, precision_name
-from facesr.weights import WEIGHTS_DIR, file_sha256, load_generator, save_generator
+from facesr.paths import weights_dir
+from facesr.runtime import plan
+from facesr.superres import SuperResolver
+from facesr.weights import file_sha256, load_generator, save_generator
 from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale
+
+WEIGHTS_DIR = weights_dir()
 
 CPU = torch.device("cpu")
 
@@ -35,13 +39,13 @@ def test_every_shipped_int8_model_was_built_from_the_shipped_weights(path):
 
 
 def test_auto_takes_int8_on_cpus_that_prefer_it_where_the_model_has_it(monkeypatch):
-    import facesr.superres as superres
+    import facesr.runtime as runtime
 
-    monkeypatch.setattr(superres, "cpu_prefers_int8", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_prefers_int8", lambda: True)
     assert SuperResolver(load_generator("lite", 4), "cpu", "auto").precision == "int8"
     assert SuperResolver(load_generator("lite-gan", 4), "cpu", "auto").precision != "int8"  # it has no int8 twin
     assert SuperResolver(load_generator("lite-gan@0.5", 4), "cpu", "auto").precision != "int8"
-    monkeypatch.setattr(superres, "cpu_prefers_int8", lambda: False)  # AMX, or not x86
+    monkeypatch.setattr(runtime, "cpu_prefers_int8", lambda: False)  # AMX, or not x86
     assert SuperResolver(load_generator("lite", 4), "cpu", "auto").precision != "int8"
 
 
@@ -49,7 +53,7 @@ def test_lite_ships_int8_and_it_runs(astronaut):
     lite = load_generator("lite", 4)
     assert int8_status(lite)[0] == int8_path(WEIGHTS_DIR / "lite-x4.safetensors")
     resolver = SuperResolver(load_generator("lite", 4), "cpu", "int8")
-    assert resolver.precision == precision_name(lite, "int8", CPU) == "int8"
+    assert resolver.precision == plan(lite, CPU, "int8").precision == "int8"
     crop = face_lr(astronaut, ASTRONAUT_FACE)
     got = resolver([crop])[0]
     want = SuperResolver(load_generator("lite", 4), "cpu", "float32")([crop])[0]
@@ -123,7 +127,7 @@ def test_int8_is_asked_for_where_it_cannot_run(built):
     with pytest.raises(UserError, match="does not exist .*facesr quantize"):
         SuperResolver(load_generator("srresnet", 4), "cpu", "int8")  # none shipped: slower than bfloat16
     with pytest.raises(UserError, match="on CUDA use float16"):
-        precision_name(load_generator(str(weights), 4), "int8", torch.device("cuda"))
+        plan(load_generator(str(weights), 4), torch.device("cuda"), "int8")
 
 
 def test_quantize_bad_input_is_one_line(built, tmp_path, capsys):

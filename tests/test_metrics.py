@@ -25,7 +25,19 @@ def test_hf_ratio_separates_bicubic_from_the_original(astronaut):
     assert hf_energy_ratio([bic], [hr], 4) < 0.2  # bicubic cannot hold detail above the LR Nyquist
     sharpened = np.clip(hr * 2.0 - cv2.GaussianBlur(hr, (0, 0), 1.0), 0, 255).astype(np.uint8)
     assert hf_energy_ratio([sharpened], [hr], 4) > 1.3  # over-sharpening shows above 1
-    assert psnr(bic, hr) < psnr(hr, hr)
+
+
+def test_psnr_is_pinned_on_pairs_of_known_error(astronaut):
+    a = astronaut[:64, :64]
+    # every value off by 5: MSE 25, so 10 log10(255^2 / 25) dB
+    off = np.where(a < 128, a + 5, a - 5).astype(np.uint8)
+    assert psnr(off, a) == pytest.approx(10 * np.log10(255.0**2 / 25), abs=1e-9)  # 34.151 dB
+    assert psnr(a, off) == psnr(off, a)
+    # one value in four off by 16, the rest equal: MSE 64
+    b = a.astype(np.int64)
+    b[::2, ::2] = np.where(a[::2, ::2] < 128, a[::2, ::2] + 16, a[::2, ::2] - 16)
+    assert psnr(b.astype(np.uint8), a) == pytest.approx(10 * np.log10(255.0**2 / 64), abs=1e-9)  # 30.069 dB
+    assert psnr(a, a) == float("inf")
 
 
 def test_flicker_measures_change_unlike_the_original(astronaut):

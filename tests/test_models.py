@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from facesr.models import Discriminator, Generator, ResidualBlock, generator_config
-from facesr.train.data import eval_pairs
+from facesr.protocol import eval_pairs
 from facesr.train.loop import evaluate
 from facesr.weights import load_generator, read_metadata, save_generator
 from conftest import ROOT, shared_path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -18,25 +19,38 @@ import time
 from pathlib import Path
 
 import aiohttp
+import av
+import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, shared_path
-from facesr.cli import build_parser, enhancer_factory
-from facesr.enhancer import Enhancer
+from facesr.enhancer import Enhancer, enhancer_factory
+from facesr.options import EnhancerOptions
+from facesr.protocol import make_call_clip
+from facesr.stream import source as source_module
 from facesr.stream.client import load_clip, read_stamp, run_client, stamp
+from facesr.stream.options import StreamOptions
 from facesr.stream.run import start_site
-from facesr.stream.server import Relay, parse_offer, BadOffer
+from facesr.stream.server import BadOffer, Relay, parse_offer
 from facesr.stream.source import LocalSource
-from facesr.video import make_call_clip
+from helpers import ROOT, Likeness, assert_clean_failure, bicubic, facesr, likeness, shared_path
 
 CALL = (320, 180)
+STAMP_AREA = (20, 140)  # rows, columns of the LR frame's top-left corner that client.stamp draws over
 
 
 @pytest.fixture(scope="module")
 def make_enhancer():
-    make, _ = enhancer_factory(build_parser().parse_args(["stream", "--webrtc"]))
+    make, _ = enhancer_factory(EnhancerOptions())
     return make
+
+
+@pytest.fixture(scope="module")
+def reference(make_enhancer):
+    """An Enhancer of the relay's kind, to tell what the relay should have sent for a frame."""
+    enhancer = make_enhancer()
+    yield enhancer
+    enhancer.close()
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +67,53 @@ def call_file(tmp_path_factory) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def serving(make_enhancer, **kwargs):
-    relay = Relay(make_enhancer, **kwargs)
+async def serving(make_enhancer, source=None, **options):
+    relay = Relay(make_enhancer, StreamOptions(**options), source=source)
     runner, port = await start_site(relay.app, "127.0.0.1", 0)
     try:
         yield relay, f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    """A clip's frames, decoded as LocalSource decodes them."""
+    with av.open(str(path)) as c:
+        return [source_module.i420_to_rgb(f) for f in c.decode(video=0)]
+
+
+def picture(received: np.ndarray, sent: list[np.ndarray], reference: Enhancer) -> Likeness:
+    """How the face region of a received 4x frame compares with the Enhancer's output for the frame
+    it came from and with a plain bicubic upscale of that frame (helpers.likeness).
+
+    The frame it came from is the one of `sent` nearest to it at the input size (WebRTC's codec
+    blurs both ways, so nothing matches exactly; the stamp corner is left out).
+    """
+    small = cv2.resize(received, CALL, interpolation=cv2.INTER_AREA).astype(np.float32)
+    keep = np.ones(small.shape[:2], bool)
+    keep[: STAMP_AREA[0], : STAMP_AREA[1]] = False
+    k = int(np.argmin([np.abs(small - f)[keep].mean() for f in sent]))
+    reference.reset()  # a fresh stream: a face in the first frame is blended in fully at once
+    return likeness(received, reference.enhance(sent[k]), bicubic(sent[k], 4))
+
+
+@pytest.fixture
+def received(monkeypatch) -> list[np.ndarray]:
+    """Every 8th frame the clients decode, as RGB (a ClientResult keeps only the last one)."""
+    from facesr.stream import client
+
+    frames: list[np.ndarray] = []
+    count = itertools.count()
+    decode = client.i420_to_rgb
+
+    def keeping(frame):
+        rgb = decode(frame)
+        if next(count) % 8 == 0:
+            frames.append(rgb)
+        return rgb
+
+    monkeypatch.setattr(client, "i420_to_rgb", keeping)
+    return frames
 
 
 def halves(result):
@@ -69,6 +123,7 @@ def halves(result):
     return float(np.median(ms[t < span / 3])), float(np.median(ms[t > 2 * span / 3]))
 
 
+@pytest.mark.shared_data
 def test_stamps_read_back_after_upscaling(call_frames):
     import cv2
 
@@ -91,26 +146,39 @@ def test_parse_offer_rejects_what_is_not_an_offer():
 # --- the relay with real peers ---------------------------------------------------------------
 
 
-def test_relay_sends_back_4x_frames_with_bounded_latency(private_network, make_enhancer, call_frames):
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.shared_data
+def test_relay_sends_back_enhanced_4x_frames_and_latency_does_not_build_up(private_network, make_enhancer, call_frames,
+                                                                            reference, received):
     async def main():
         async with serving(make_enhancer) as (relay, url):
-            facesr = await run_client(url, call_frames, seconds=6, audio=True, warmup=1.5)
-            bicubic = await run_client(url, call_frames, seconds=3, mode="bicubic", warmup=1.0)
-            return facesr, bicubic
+            faces = await run_client(url, call_frames, seconds=6, audio=True, warmup=1.5)
+            faces_frames = received[len(received) // 2 :]
+            received.clear()
+            compare = await run_client(url, call_frames, seconds=3, mode="bicubic", warmup=1.0)
+            return faces, compare, faces_frames, received[len(received) // 2 :]
 
-    facesr, bicubic = asyncio.run(main())
-    print("facesr", facesr.summary())
-    print("bicubic", bicubic.summary())
-    assert facesr.sizes == {(1280, 720)}
-    assert facesr.received >= 6 * 5 and facesr.fps >= 5  # a 2-core CI machine runs several times this
-    assert len(facesr.latency_ms) >= 0.9 * facesr.received  # the frames are the ones sent, read back by stamp
-    assert facesr.percentile(95) < 1500
-    lo, hi = halves(facesr)
-    assert hi < lo + 300  # not building up
-    assert facesr.audio_frames > 100  # audio came back too (20 ms frames)
-    assert facesr.stats["in_size"] == [320, 180] and facesr.stats["out_size"] == [1280, 720]
-    assert facesr.stats["mode"] == "facesr" and facesr.stats["enhance_ms_p50"] > 0
-    assert bicubic.stats["mode"] == "bicubic" and bicubic.sizes == {(1280, 720)}
+    faces, compare, faces_frames, compare_frames = asyncio.run(main())
+    print("facesr", faces.summary())
+    print("bicubic", compare.summary())
+    assert faces.sizes == {(1280, 720)}
+    assert faces.received >= 10  # speed is for benchmarks/stream_latency.py; here: frames flow
+    assert len(faces.latency_ms) >= 0.9 * faces.received  # the frames are the ones sent, read back by stamp
+    lo, hi = halves(faces)
+    assert hi < lo + 1000, f"latency grew from {lo:.0f} to {hi:.0f} ms: frames are queueing"
+    assert faces.audio_frames > 50  # audio came back too (20 ms frames)
+    assert faces.stats["in_size"] == [320, 180] and faces.stats["out_size"] == [1280, 720]
+    assert faces.stats["mode"] == "facesr" and faces.stats["enhance_ms_p50"] > 0
+    assert compare.stats["mode"] == "bicubic" and compare.sizes == {(1280, 720)}
+    # the picture: the faces in what came back are the Enhancer's, not a bicubic upscale (and the
+    # compare switch's are bicubic), through two legs of VP8
+    enhanced = [picture(f, call_frames, reference) for f in faces_frames]
+    plain = [picture(f, call_frames, reference) for f in compare_frames]
+    print("facesr", enhanced, "bicubic", plain)
+    assert len(enhanced) >= 3 and len(plain) >= 3
+    assert np.median([p.gain for p in enhanced]) > 0.3, f"the faces came back as a plain upscale: {enhanced}"
+    assert np.median([abs(p.gain) for p in plain]) < 0.15, plain
 
 
 class SlowEnhancer:
@@ -128,20 +196,28 @@ class SlowEnhancer:
         self.inner.close()
 
 
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.shared_data
 def test_slow_enhancer_drops_frames_instead_of_queueing(private_network, make_enhancer, call_frames):
     async def main():
         async with serving(lambda: SlowEnhancer(make_enhancer())) as (relay, url):
-            return await run_client(url, call_frames, seconds=20, warmup=1.0)
+            return await run_client(url, call_frames, seconds=10, warmup=1.0)
 
     result = asyncio.run(main())
-    print(result.summary())
+    print(result.summary(), result.stats)
     lo, hi = halves(result)
     print(f"latency median: first third {lo:.0f} ms, last third {hi:.0f} ms")
-    assert result.sizes == {(1280, 720)}
-    assert 2 <= result.fps <= 4.5
-    assert result.stats["dropped"] > 20 * 20  # ~26 of every 30 frames per second are stale
-    assert hi < lo + 150, "latency grew: frames are queueing"
-    assert max(result.latency_ms) < 1500  # one stall, one encode, never a backlog
+    stats = result.stats
+    assert result.sizes == {(1280, 720)} and result.received >= 5
+    assert stats["enhance_ms_p50"] >= 250  # the stall was in the path
+    # every frame that came in was sent or dropped, but for those that came during the last stall:
+    # none waits in a queue (a queue would hold 26 of every 30 by now)
+    waiting = stats["frames_in"] - stats["frames_out"] - stats["dropped"]
+    assert 0 <= waiting < 0.2 * stats["frames_in"], stats
+    assert stats["dropped"] > stats["frames_out"]  # 30 frames a second in, at most 4 out
+    # a queue would add the stall's share of every second to the latency: 8 s over these 10 s
+    assert hi < lo + 1000, f"latency grew from {lo:.0f} to {hi:.0f} ms: frames are queueing"
 
 
 def _threads() -> set[str]:
@@ -161,6 +237,9 @@ asyncio.run(run_client(sys.argv[1], frames, seconds=60))
 """
 
 
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.shared_data
 def test_bad_peers_get_4xx_and_the_others_keep_streaming(private_network, make_enhancer, call_frames):
     clip = str(shared_path("data", "videos", "talking_s18.mp4"))
 
@@ -212,14 +291,17 @@ def test_bad_peers_get_4xx_and_the_others_keep_streaming(private_network, make_e
     assert statuses["oversized"][0] == 413
     assert peers_with_vanisher == 2
     assert statuses["one too many"][0] == 503
-    assert noticed_after < 3.0 + 3.0  # the peer timeout, plus a watchdog tick
+    assert noticed_after < 12.0  # the peer timeout (3 s) and a watchdog tick: not left for ICE to find out
     # the good peer streamed through all of it
-    assert good.sizes == {(1280, 720)} and good.fps >= 4
+    assert good.sizes == {(1280, 720)} and good.received >= 10
     gaps = np.diff(good.received_at)
-    assert gaps.max() < 2.0, f"the good peer stalled for {gaps.max():.1f} s"
+    assert gaps.max() < 5.0, f"the good peer stalled for {gaps.max():.1f} s"
     assert left == 0
 
 
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.shared_data
 def test_four_peers_at_once_and_nothing_left_behind(private_network, make_enhancer, call_frames):
     async def main():
         async with serving(make_enhancer, max_peers=4) as (relay, url):
@@ -237,7 +319,7 @@ def test_four_peers_at_once_and_nothing_left_behind(private_network, make_enhanc
     for r in results:
         print(r.summary())
         assert r.sizes == {(1280, 720)}
-        assert r.received >= 6 and r.percentile(95) < 3000
+        assert r.received >= 6 and r.latency_ms  # frames flow back to each, and they are that peer's own
     assert len({r.stats["peer"] for r in results}) == 4  # four peers, each its own stream
     assert peers == 0
     assert tasks_after <= tasks_before, "asyncio tasks left behind"
@@ -245,7 +327,10 @@ def test_four_peers_at_once_and_nothing_left_behind(private_network, make_enhanc
     assert not leaked, f"threads left behind: {leaked}"
 
 
-def test_viewers_watch_a_local_source(private_network, make_enhancer, call_file):
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.shared_data
+def test_viewers_watch_a_local_source_enhanced(private_network, make_enhancer, call_file, reference):
     source = LocalSource(str(call_file), make_enhancer(), loop=True)
 
     async def main():
@@ -260,40 +345,35 @@ def test_viewers_watch_a_local_source(private_network, make_enhancer, call_file)
         assert r.sizes == {(1280, 720)} and r.received >= 8
     assert enhanced.stats["mode"] == "facesr" and bicubic.stats["mode"] == "bicubic"
     assert source.frames_read > 60
+    sent = decoded_frames(call_file)
+    faces, plain = picture(enhanced.last_frame, sent, reference), picture(bicubic.last_frame, sent, reference)
+    print("facesr", faces, "bicubic", plain)
+    assert faces.enhanced, f"the viewer got the faces as a plain upscale: {faces}"
+    assert plain.plain_bicubic, plain
 
 
 # --- the command ---------------------------------------------------------------------------
 
 
-def _facesr(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "facesr", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
-
-
-def _one_line_error(proc, *words):
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("facesr: error:"), proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-
-
+@pytest.mark.shared_data
 def test_stream_argument_errors(call_file):
-    _one_line_error(_facesr("stream"), "--webrtc")
-    _one_line_error(_facesr("stream", "--input", call_file), "--virtual-camera")
-    _one_line_error(_facesr("stream", "--input", "/no/such/clip.mp4", "--virtual-camera"), "no such file")
-    _one_line_error(_facesr("stream", "--input", "/dev/video7", "--virtual-camera"), "no such camera")
-    _one_line_error(_facesr("stream", "--webrtc", "--model", "nope"), "nope")
+    assert_clean_failure(facesr("stream"), "--webrtc")
+    assert_clean_failure(facesr("stream", "--input", call_file), "--virtual-camera")
+    assert_clean_failure(facesr("stream", "--input", "/no/such/clip.mp4", "--virtual-camera"), "no such file")
+    assert_clean_failure(facesr("stream", "--input", "/dev/video7", "--virtual-camera"), "no such camera")
+    assert_clean_failure(facesr("stream", "--webrtc", "--model", "nope"), "nope")
 
 
+@pytest.mark.shared_data
 def test_virtual_camera_without_a_device_fails_in_one_line(call_file):
     if any(Path("/dev").glob("video*")):
         pytest.skip("this machine has video devices")
-    proc = _facesr("stream", "--input", call_file, "--virtual-camera")
-    _one_line_error(proc, "--virtual-camera", "v4l2loopback")
+    assert_clean_failure(facesr("stream", "--input", call_file, "--virtual-camera"), "--virtual-camera", "v4l2loopback")
 
 
-def test_virtual_camera_gets_the_enhanced_frames(make_enhancer, call_file):
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_virtual_camera_gets_the_enhanced_frames(make_enhancer, call_file, reference):
     """pyvirtualcam with a substituted backend: the frames it would send to v4l2loopback."""
     import pyvirtualcam
 
@@ -319,7 +399,7 @@ def test_virtual_camera_gets_the_enhanced_frames(make_enhancer, call_file):
             pass
 
     pyvirtualcam.register_backend("facesr-recording", RecordingBackend)
-    source = LocalSource(str(call_file), make_enhancer())
+    source = LocalSource(str(call_file), make_enhancer(), realtime=False)  # as fast as it decodes: no clock here
     sink = VirtualCameraSink(source, backend="facesr-recording")
     with source:
         sink.start()
@@ -328,13 +408,22 @@ def test_virtual_camera_gets_the_enhanced_frames(make_enhancer, call_file):
             time.sleep(0.2)
         sink.stop()
     frames = RecordingBackend.frames
-    assert sink.frames_sent == len(frames) > 10
+    assert sink.frames_sent == len(frames) >= 3
     assert {f.shape for f in frames} == {(720, 1280, 3)}
-    assert source.frames_read == 282 and source.frames_enhanced == len(frames)
+    # played faster than real time, the camera may skip frames the Enhancer made while it sent one
+    assert source.frames_read == 282 and source.frames_enhanced >= len(frames)
     assert source.frames_enhanced + source.dropped == source.frames_read
     assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 1  # a moving picture, not one frame
+    # the picture: each frame sent is the Enhancer's output for a frame of the clip, no codec in between
+    sent = decoded_frames(call_file)
+    for frame in (frames[0], frames[len(frames) // 2], frames[-1]):
+        faces = picture(frame, sent, reference)
+        assert faces.enhanced and faces.to_enhanced < 1.0, f"the camera got the faces as a plain upscale: {faces}"
 
 
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.shared_data
 def test_cli_relay_stops_promptly_with_a_peer_connected(private_network, call_frames):
     proc = subprocess.Popen([sys.executable, "-m", "facesr", "stream", "--webrtc", "--port", "0", "-v"], cwd=ROOT,
                             stderr=subprocess.PIPE, text=True)
@@ -366,13 +455,14 @@ def test_cli_relay_stops_promptly_with_a_peer_connected(private_network, call_fr
 
         rc, stopped_in = asyncio.run(main())
         print(f"stopped in {stopped_in:.2f} s")
-        assert rc == 0 and stopped_in < 5.0
+        assert rc == 0 and stopped_in < 10.0  # not the 15 s wait's timeout: it stops when told
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.stderr.close()
 
 
+@pytest.mark.network
 def test_non_loopback_host_warns(private_network):
     proc = subprocess.Popen([sys.executable, "-m", "facesr", "stream", "--webrtc", "--host", "0.0.0.0", "--port", "0"],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True)

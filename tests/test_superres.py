@@ -10,7 +10,8 @@ import torch
 from facesr.errors import UserError
 from facesr.metrics import psnr
 from facesr.models import Generator, generator_config
-from facesr.superres import SuperResolver, cpu_has_native_bfloat16, resolve_precision
+from facesr.runtime import cpu_has_native_bfloat16, plan
+from facesr.superres import SuperResolver
 from facesr.weights import load_generator
 from conftest import ASTRONAUT_FACE
 
@@ -61,13 +62,14 @@ def test_bfloat16_matches_float32_closely(astronaut):
 
 def test_auto_precision_follows_the_hardware():
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32)
-    assert resolve_precision("auto", torch.device("cuda")) == torch.float16
-    assert resolve_precision("float32", cpu) == torch.float32
+    net = Generator(generator_config("lite", 4))  # no weights file, so no int8 file: torch's precisions
+    assert plan(net, cpu, "auto").dtype == (torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32)
+    assert plan(net, torch.device("cuda"), "auto").dtype == torch.float16
+    assert plan(net, cpu, "float32").dtype == torch.float32
     with pytest.raises(UserError, match="CUDA only"):
-        resolve_precision("float16", cpu)
+        plan(net, cpu, "float16")
     with pytest.raises(UserError, match="--precision"):
-        resolve_precision("double", cpu)
+        plan(net, cpu, "double")
 
 
 @pytest.mark.parametrize("residual_model", [True, False])

@@ -1,3 +1,5 @@
+import contextlib
+import copy
 import json
 
 import cv2
@@ -7,12 +9,13 @@ import torch
 
 from facesr.errors import UserError
 from facesr.images import list_images, read_rgb, write_rgb
-from facesr.models import Generator, generator_config
-from facesr.train import TrainConfig, train
+from facesr.models import Discriminator, Generator, generator_config
+from facesr.train.config import TrainConfig
 from facesr.metrics import high_frequency_energy
 from facesr.train.data import FacePairs, boost_detail, to_tensor
-from facesr.train.degrade import CLEAN, Degradation, degrade, downscale
-from facesr.train.loop import WeightAverage
+from facesr.protocol import downscale
+from facesr.train.degrade import CLEAN, Degradation, degrade
+from facesr.train.loop import WeightAverage, train
 from facesr.train.photos import photo_crops
 from facesr.weights import load_generator, read_metadata
 
@@ -100,17 +103,56 @@ def test_missing_training_folder_is_a_user_error(tmp_path):
         FacePairs(tmp_path / "nope", 4, 64, CLEAN)
 
 
+@contextlib.contextmanager
+def first_steps():
+    """What each optimiser holds when it first steps: {optimiser: (its parameters, its state)}, copied
+    by torch's global optimiser step pre-hook, so before that step changes either."""
+    seen: dict = {}
+
+    def hook(opt, args, kwargs):
+        if opt not in seen:
+            params = [p.detach().clone() for group in opt.param_groups for p in group["params"]]
+            seen[opt] = (params, copy.deepcopy(opt.state_dict()["state"]))
+
+    handle = torch.optim.optimizer.register_optimizer_step_pre_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def assert_resumed(seen: dict, ckpt: dict, net: torch.nn.Module, weights: str, opt_state: str) -> None:
+    """The run's first step of `net` (a fresh instance, for its parameter names) started from the checkpoint's
+    weights ckpt[weights] and its optimiser from ckpt[opt_state], exactly."""
+    saved = [ckpt[weights][name] for name, _ in net.named_parameters()]
+    matching = [v for v in seen.values() if [p.shape for p in v[0]] == [t.shape for t in saved]]
+    assert len(matching) == 1, "no optimiser stepped the network"
+    params, state = matching[0]
+    assert all(torch.equal(a, b) for a, b in zip(params, saved)), f"the resumed run did not start from ckpt[{weights!r}]"
+    expected = ckpt[opt_state]["state"]
+    assert expected and state.keys() == expected.keys(), f"the optimiser's state was not restored from ckpt[{opt_state!r}]"
+    for index, values in expected.items():
+        for key, value in values.items():
+            assert torch.equal(torch.as_tensor(state[index][key]), torch.as_tensor(value)), (opt_state, index, key)
+
+
+@pytest.mark.slow
 def test_training_runs_checkpoints_and_resumes(faces, tmp_path):
     out = tmp_path / "run"
     cfg = TrainConfig(data=str(faces), eval_dir=str(faces), out=str(out), steps=6, batch=2, patch=64,
                       eval_every=3, checkpoint_every=3, warmup=2)
     cfg.steps = 3
     best = train(cfg)
-    assert torch.load(out / "last.pt", weights_only=False)["step"] == 3
+    saved = torch.load(out / "last.pt", weights_only=False)
+    assert saved["step"] == 3
     cfg.steps = 6
-    train(cfg)  # resumes at step 3
+    with first_steps() as seen:
+        train(cfg)  # resumes at step 3
+    # from the saved weights and optimiser state, not from a fresh start
+    assert_resumed(seen, saved, Generator(generator_config("lite", 4)), "model", "opt")
     state = torch.load(out / "last.pt", weights_only=False)
     assert state["step"] == 6
+    assert all(v["step"] == 6 for v in state["opt"]["state"].values())  # Adam counted on from 3
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "psnr" in r] == [3, 6]
     meta = read_metadata(best)
@@ -151,6 +193,7 @@ def test_h264_bank_is_cached_and_pairs_stay_aligned(faces, tmp_path):
     assert 0.001 < err < shifted  # compressed, and aligned: a one-pixel shift matches worse
 
 
+@pytest.mark.slow
 def test_gan_fine_tuning_trains_both_networks_and_resumes(faces, tmp_path):
     pixel = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "pixel"), steps=2, batch=2, patch=64,
                         degradations="clean", warmup=1)
@@ -163,7 +206,11 @@ def test_gan_fine_tuning_trains_both_networks_and_resumes(faces, tmp_path):
     first = torch.load(out / "last.pt", weights_only=False)
     assert first["step"] == 2 and "disc" in first and "disc_opt" in first
     cfg.steps = 3
-    weights = train(cfg)
+    with first_steps() as seen:
+        weights = train(cfg)
+    # the generator, the discriminator and both optimisers went on from where they were saved
+    assert_resumed(seen, first, Generator(generator_config("lite-gan", 4)), "model", "opt")
+    assert_resumed(seen, first, Discriminator(), "disc", "disc_opt")
     state = torch.load(out / "last.pt", weights_only=False)
     assert state["step"] == 3
     moved = [not torch.equal(a, state["disc"][k]) for k, a in first["disc"].items() if a.is_floating_point()]
@@ -286,3 +333,25 @@ def test_discriminator_warm_up_trains_the_discriminator_alone_on_a_fresh_run_onl
     calls.clear()
     train(cfg)
     assert len(calls) == 1
+
+
+# The validation these check is the lead's (issue 26, section 3): before it, each ended in an internal
+# error (exit 3) or trained with a nonsensical setting.
+@pytest.mark.parametrize("option, value", [("--steps", "0"), ("--eval-every", "0"), ("--batch", "0"), ("--lr", "-1")])
+def test_train_rejects_a_nonsensical_option_in_one_line(faces, tmp_path, capsys, option, value):
+    from facesr.cli import main
+
+    settings = {"--data": str(faces), "--eval-dir": str(faces), "--out": str(tmp_path / "run"), "--steps": "2",
+                "--batch": "2", "--patch": "64", "--eval-every": "1", "--lr": "1e-4", "--degradations": "clean"}
+    settings[option] = value
+    try:
+        rc = main(["train", *(item for pair in settings.items() for item in pair)])
+    except SystemExit as exc:  # argparse's own check
+        rc = exc.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc in (1, 2), f"exit {rc}: {err}"
+    assert "Traceback" not in err and "internal error" not in err
+    assert lines and option in lines[-1], err
+    assert len(lines) == 1 or (rc == 2 and lines[0].startswith("usage:")), err  # argparse puts its usage first
+    assert not (tmp_path / "run" / "last.pt").exists()  # nothing trained

@@ -56,7 +56,7 @@ def test_unknown_detector_kind():
 
 
 def test_default_models_are_lite_on_cpu_and_srgan_on_cuda():
-    from facesr.weights import default_model
+    from facesr.runtime import default_model
 
     assert default_model("cpu") == "lite" and default_model("cuda") == "srgan"
 

@@ -22,7 +22,7 @@ from aiohttp import ClientSession
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 
-from ..video import i420_to_rgb, rgb_to_i420
+from ..yuv import i420_to_rgb, rgb_to_i420
 
 PRIVATE_ADDRESS = "10.213.0.1"  # put on lo in a private network namespace: aioice skips 127.0.0.1
 

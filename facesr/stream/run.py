@@ -8,31 +8,14 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from ..errors import UserError
+from .options import StreamOptions
 from .server import Relay, bitrate_for, set_video_bitrate
 
 log = logging.getLogger("facesr.stream")
-
-
-@dataclass
-class StreamOptions:
-    webrtc: bool = False
-    input: str | None = None
-    virtual_camera: str | None = None  # None: none; "": the first free loopback device; else that device
-    loop: bool = False
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_peers: int = 4
-    max_offer_bytes: int = 64 * 1024
-    workers: int = 2
-    peer_timeout: float = 10.0
-    bitrate: int | None = None  # bps; None: sized for the 4x output of a 320x180 call
-    ice_servers: list[str] = field(default_factory=list)
-    scale: int = 4
 
 
 def is_loopback(host: str) -> bool:
@@ -111,8 +94,7 @@ async def _serve(opts: StreamOptions, make_enhancer, device: str, source, sink) 
     if opts.webrtc:
         out = source.out_size if source is not None else (320 * opts.scale, 180 * opts.scale)
         set_video_bitrate(opts.bitrate or bitrate_for(*out))
-        relay = Relay(make_enhancer, source=source, max_peers=opts.max_peers, max_offer_bytes=opts.max_offer_bytes,
-                      workers=opts.workers, peer_timeout=opts.peer_timeout, ice_servers=opts.ice_servers, device=device)
+        relay = Relay(make_enhancer, opts, source=source, device=device)
         runner, port = await start_site(relay.app, opts.host, opts.port)
         host = f"[{opts.host}]" if ":" in opts.host else opts.host
         print(f"facesr stream: open http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr)

@@ -29,6 +29,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs import h264, vpx
 
+from .options import StreamOptions
 from .tracks import MODES, EnhancedTrack, ViewerTrack
 
 log = logging.getLogger("facesr.stream")
@@ -186,26 +187,16 @@ class Peer:
 class Relay:
     """The aiohttp application and everything its peers share: the enhancer factory, the worker threads."""
 
-    def __init__(
-        self,
-        make_enhancer: Callable[[], object],
-        *,
-        source=None,
-        max_peers: int = 4,
-        max_offer_bytes: int = 64 * 1024,
-        workers: int = 2,
-        peer_timeout: float = 10.0,
-        ice_servers: list[str] | None = None,
-        device: str = "cpu",
-    ) -> None:
+    def __init__(self, make_enhancer: Callable[[], object], opts: StreamOptions = StreamOptions(), *,
+                 source=None, device: str = "cpu") -> None:
         self.make_enhancer = make_enhancer
         self.source = source
-        self.max_peers = max_peers
-        self.max_offer_bytes = max_offer_bytes
-        self.peer_timeout = peer_timeout
-        self.ice_servers = [RTCIceServer(u) for u in (ice_servers or [])]
+        self.max_peers = opts.max_peers
+        self.max_offer_bytes = max_offer_bytes = opts.max_offer_bytes
+        self.peer_timeout = opts.peer_timeout
+        self.ice_servers = [RTCIceServer(u) for u in opts.ice_servers]
         self.device = device
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facesr-enhance")
+        self.executor = ThreadPoolExecutor(max_workers=opts.threads, thread_name_prefix="facesr-enhance")
         self.peers: set[Peer] = set()
         self.pending = 0  # offers being answered
         self.app = web.Application(client_max_size=max_offer_bytes)

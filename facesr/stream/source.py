@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from ..errors import UserError
-from ..video import i420_to_rgb
+from ..yuv import i420_to_rgb
 from .slot import Latest, SlotClosed
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..superres import bicubic_upscale
-from ..video import i420_to_rgb, rgb_to_i420
+from ..yuv import i420_to_rgb, rgb_to_i420
 from .slot import Latest, SlotClosed
 
 MODES = ("facesr", "bicubic")

@@ -1,5 +1,2 @@
-"""Training the face generators: degradations, LR/HR pairs and the loop."""
-
-from .loop import TrainConfig, train
-
-__all__ = ["TrainConfig", "train"]
+"""Training the face generators: what a run is (config), its data and degradations (data,
+degrade, photos), losses, the loop, and building a model's int8 file (quantize)."""

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..images import list_images, read_rgb
-from .degrade import Degradation, degrade, downscale, h264_call
+from .degrade import Degradation, degrade, h264_call
 
 H264_BANK_VERSION = 2  # bump when h264_call changes, so stale caches are rebuilt
 
@@ -142,19 +142,6 @@ def boost_detail(img: np.ndarray, gain: float, scale: int) -> np.ndarray:
 
 def to_tensor(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # (B, H, W, 3) -> (B, 3, H, W)
-
-
-def eval_pairs(folder: str | os.PathLike, scale: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The standard evaluation: each image and its area-downscaled LR (cropped to a multiple of scale)."""
-    pairs = []
-    for path in list_images(folder):
-        hr = read_rgb(path)
-        h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
-        hr = np.ascontiguousarray(hr[:h, :w])
-        pairs.append((downscale(hr, scale), hr))
-    if not pairs:
-        raise UserError(f"{folder}: no evaluation images found")
-    return pairs
 
 
 class H264Bank:

@@ -18,7 +18,8 @@ import av
 import cv2
 import numpy as np
 
-from ..video import i420_to_rgb, rgb_to_i420
+from ..protocol import downscale
+from ..yuv import i420_to_rgb, rgb_to_i420
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,6 @@ class Degradation:
 
 
 CLEAN = Degradation(p_clean=1.0, p_h264=0.0)
-
-
-def downscale(hr: np.ndarray, scale: int) -> np.ndarray:
-    """Antialiased (area) downscale by an integer factor: the standard LR of the evaluation."""
-    h, w = hr.shape[:2]
-    return cv2.resize(hr, (w // scale, h // scale), interpolation=cv2.INTER_AREA)
 
 
 @dataclass(frozen=True)

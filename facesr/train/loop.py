@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,70 +26,13 @@ from ..metrics import hf_energy_ratio, psnr
 from ..models import PIXEL_MODEL, Discriminator, Generator, generator_config
 from ..superres import SuperResolver, bicubic_upscale
 from ..weights import load_generator, read_metadata, save_generator, weights_path
-from .data import FacePairs, eval_pairs
+from ..protocol import eval_pairs
+from .config import TrainConfig
+from .data import FacePairs
 from .degrade import CLEAN, Degradation
 from .losses import (VGG54Loss, detail_energy, discriminator_features, discriminator_loss, feature_matching,
                      generator_adversarial_loss)
 from .photos import photo_crops
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    eval_dir: str | None
-    out: str
-    model: str = "lite"
-    scale: int = 4
-    steps: int = 30000
-    batch: int = 16
-    patch: int = 192  # HR patch side; the LR patch is patch / scale
-    lr: float = 5e-4
-    warmup: int = 500
-    eval_every: int = 1000
-    checkpoint_every: int = 250
-    seed: int = 0
-    threads: int = 0  # 0: torch's default
-    time_budget_min: float = 0.0  # 0: none; else total training wall time (across resumes): the LR
-    # schedule follows whichever of steps and time runs out first, and training ends there
-    time_limit_min: float = 0.0  # 0: none; else stop this run (checkpointed, resumable) after this many minutes
-    degradations: str = "call"  # "call": blur, noise, JPEG and H.264 as in `degrade`; "clean": area downscale only
-    contrast: tuple[float, float] = (1.0, 1.0)  # range of a random contrast gain on the HR patches (1, 1: off)
-    detail: tuple[float, float] = (1.0, 1.0)  # range of a random gain on the HR patches' fine detail (1, 1: off)
-    photos: int = 0  # crops of scikit-image's real photos to train on beside `data` (`photos.photo_crops`)
-    # adversarial fine-tuning (models "srgan", "lite-gan"):
-    init: str | None = None  # pixel-model weights to start from (default: the shipped pixel model)
-    gan_loss: str = "ragan"  # "ragan" (relativistic average) or "hinge"
-    adv_weight: float | None = None  # default: the paper's 1e-3 with VGG54; 1e-2 with feature matching
-    pixel_weight: float = 0.01  # L1 content loss (without --vgg-weights): anchors colour and layout
-    fm_weight: float = 1.0  # discriminator feature-matching content loss (without --vgg-weights)
-    energy_weight: float = 0.0  # the local detail-energy content loss (`losses.detail_energy`; 0: off)
-    vgg_weights: str | None = None  # a torchvision vgg19 state dict: the paper's VGG54 content loss instead
-    ema: float | None = None  # decay of the generator's weight average (evaluated and exported); None:
-    # 0.999 for the adversarial models, off (0) for the pixel ones
-    d_warmup: int = 0  # discriminator steps alone, against the starting generator's output, before
-    # the first generator step (a fresh run only; see _warm_up_discriminator)
-
-    @property
-    def ema_decay(self) -> float:
-        # A GAN generator's weights swing from step to step as the discriminator moves (srgan's
-        # detail ratio jumped between 0.20 and 0.60 from one eval to the next); their running
-        # average is what Real-ESRGAN and StyleGAN ship. A pixel model's converge on their own.
-        if self.ema is not None:
-            return self.ema
-        return 0.999 if self.adversarial else 0.0
-
-    @property
-    def adversarial_weight(self) -> float:
-        # Measured (lite-gan, 300 steps): 1e-3 next to feature matching barely moves the detail
-        # ratio (0.28 -> 0.34); 1e-2 with L1 at 0.01 restores it (0.82) at bicubic's PSNR;
-        # 5e-2 is unstable (PSNR 1.7 dB under bicubic).
-        if self.adv_weight is not None:
-            return self.adv_weight
-        return 1e-3 if self.vgg_weights else 1e-2
-
-    @property
-    def adversarial(self) -> bool:
-        return self.model in PIXEL_MODEL
 
 
 def evaluate(model: Generator, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
@@ -244,7 +187,8 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     if cfg.degradations not in ("call", "clean"):
         raise UserError(f"--degradations {cfg.degradations}: choose call or clean")
-    out = Path(cfg.out)
+    out = cfg.out_folder()
+    data_folder, eval_folder = cfg.data_folder(), cfg.eval_folder()
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "last.pt", out / "log.jsonl"
 
@@ -274,10 +218,10 @@ def train(cfg: TrainConfig) -> Path:
 
     spec = Degradation() if cfg.degradations == "call" else CLEAN
     contrast, detail = tuple(cfg.contrast), tuple(cfg.detail)
-    folders = [cfg.data] + ([str(photo_crops(cfg.photos))] if cfg.photos else [])
+    folders = [str(data_folder)] + ([str(photo_crops(cfg.photos))] if cfg.photos else [])
     data = FacePairs(folders, cfg.scale, cfg.patch, spec, seed=cfg.seed + step, contrast=contrast, detail=detail)
-    pairs = eval_pairs(cfg.eval_dir, cfg.scale) if cfg.eval_dir else None
-    described = f"{cfg.data} ({len(data) - cfg.photos} images)"
+    pairs = eval_pairs(eval_folder, cfg.scale) if eval_folder else None
+    described = f"{data_folder} ({len(data) - cfg.photos} images)"
     if cfg.photos:
         described += (f" + {cfg.photos} crops of scikit-image's photos (chelsea, coffee, rocket,"
                       " stereo_motorcycle; facesr.train.photos)")

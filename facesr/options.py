@@ -1,0 +1,21 @@
+"""How Enhancers are made: the options `facesr video`, `image`, `stream` and `bench` share, with
+their defaults, in one place (light to import: the command line reads its defaults here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .track import DETECT_EVERY
+
+
+@dataclass(frozen=True)
+class EnhancerOptions:
+    """How Enhancers are made: the options `facesr video`, `image`, `stream` and `bench` share."""
+
+    model: str | None = None  # a model name or .safetensors file; None: runtime.default_model(device)
+    scale: int = 4
+    detector: str = "full"  # BlazeFace's "full" range model, or "short" for close-ups only
+    detector_model: str | None = None  # a .tflite file instead of the cached one
+    device: str = "auto"
+    precision: str = "auto"
+    detect_every: int = DETECT_EVERY
