@@ -17,9 +17,9 @@ import pstats
 import torch
 
 from facesr.bench import SIZES
-from facesr.protocol import scene_clip
-from facesr.paths import cache_dir, data_dir
 from facesr.enhancer import Enhancer
+from facesr.paths import cache_dir, data_dir
+from facesr.protocol import scene_clip
 from facesr.video import read_frames
 
 

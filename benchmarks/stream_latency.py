@@ -25,6 +25,7 @@ from pathlib import Path
 
 from facesr.stream.client import PRIVATE_ADDRESS, private_network_problem
 
+
 def reexec_in_private_network() -> None:
     if os.environ.get("FACESR_BENCH_NETNS") == "1" or not shutil.which("unshare"):
         sys.exit("run this inside a private network namespace: unshare -n sh -c "

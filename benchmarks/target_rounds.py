@@ -17,9 +17,9 @@ import resource
 import statistics
 
 from facesr.bench import SIZES, time_path
-from facesr.protocol import SCENES, scene_clip
-from facesr.paths import cache_dir, data_dir
 from facesr.enhancer import Enhancer
+from facesr.paths import cache_dir, data_dir
+from facesr.protocol import SCENES, scene_clip
 
 
 def cpu_seconds() -> float:

@@ -19,11 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from facesr.enhancer import Enhancer, beside_codec_threads, threads_beside_codec
 from facesr.protocol import make_call_clip
 from facesr.video import transcode
-
 
 
 def run_once(clip: Path, out: Path, enhancer: Enhancer, scale: int, width: int, height: int) -> float:

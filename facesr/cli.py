@@ -12,17 +12,31 @@ from pathlib import Path
 from .errors import UserError
 
 
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
+def _bounded(kind: type, low: float, *, above: bool = False):
+    """An argparse type: a `kind` (int or float) at least `low`, or with `above` greater than it."""
+    what = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (above and value == low) or value != value:  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"must be {'above' if above else 'at least'} {low:g}")
         return value
 
     return parse
+
+
+def _int_at_least(low: int):
+    return _bounded(int, low)
+
+
+def _number_at_least(low: float):
+    return _bounded(float, low)
+
+
+_positive_float = _bounded(float, 0.0, above=True)
 
 
 def _number_pair(text: str) -> tuple[float, float]:
@@ -32,29 +46,6 @@ def _number_pair(text: str) -> tuple[float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH (e.g. 1,1.4)") from None
     return low, high
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be above 0")
-    return value
-
-
-def _number_at_least(low: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value >= low:
-            raise argparse.ArgumentTypeError(f"must be at least {low:g}")
-        return value
-
-    return parse
 
 
 def _add_scale_arg(p: argparse.ArgumentParser) -> None:
@@ -153,7 +144,7 @@ def cmd_video(args: argparse.Namespace) -> None:
     check_output(src, dst, args.codec)  # fail fast, before the models load
     enhancer = Enhancer.from_options(_enhancer_options(args), fps=float(info.fps) or 30.0,
                                      background_only=args.background_only, workers=args.parallel_frames)
-    s = args.scale
+    s = enhancer.scale
     out_w, out_h = info.width * s, info.height * s
 
     if args.side_by_side:
@@ -210,11 +201,11 @@ def cmd_image(args: argparse.Namespace) -> None:
             raise UserError(f"{path}: not a readable image")
 
     if args.full_frame:
-        from .runtime import default_model
+        from .runtime import model_name
         from .superres import SuperResolver, upscale_tiled
         from .weights import load_generator
 
-        resolver = SuperResolver(load_generator(args.model or default_model(args.device), args.scale),
+        resolver = SuperResolver(load_generator(model_name(args.model, args.device), args.scale),
                                  args.device, args.precision)
         run = lambda img: upscale_tiled(img, resolver, tile=args.tile)  # noqa: E731
     else:
@@ -231,15 +222,18 @@ def cmd_image(args: argparse.Namespace) -> None:
     cut_off = []
     for path, out in jobs:
         img, complete = read_rgb(path, allow_incomplete=True)
-        write_rgb(out, run(img))
-        print(f"{out}: {img.shape[1]}x{img.shape[0]} -> {img.shape[1] * args.scale}x{img.shape[0] * args.scale}", file=sys.stderr)
-        if not complete:
+        big = run(img)
+        write_rgb(out, big)
+        if complete:
+            print(f"{out}: {img.shape[1]}x{img.shape[0]} -> {big.shape[1]}x{big.shape[0]}", file=sys.stderr)
+        else:
             cut_off.append(path)
     if cut_off:
         from .errors import IncompleteInput
 
-        raise IncompleteInput(f"{cut_off[0]}: the image is cut off: its missing part is blank in the output"
-                              + (f" (and {len(cut_off) - 1} more)" if len(cut_off) > 1 else ""), 0, len(cut_off))
+        more = f" (and {len(cut_off) - 1} more)" if len(cut_off) > 1 else ""
+        raise IncompleteInput(f"{cut_off[0]}{more}: cut off before its end; what was there is enhanced, "
+                              "the missing part is blank in the output", 0, len(cut_off))
 
 
 # --- facesr stream ---------------------------------------------------------------------
@@ -377,7 +371,8 @@ def _image_parser(sub) -> None:
     _add_model_args(p)
     _add_face_args(p)
     p.add_argument("--full-frame", action="store_true", help="run the generator on the whole image, not only the faces")
-    p.add_argument("--tile", type=_int_at_least(16), default=192, metavar="N", help="with --full-frame: tile side in input pixels (default 192)")
+    p.add_argument("--tile", type=_int_at_least(16), default=192, metavar="N",
+                   help="with --full-frame: tile side in input pixels (default 192)")
     p.set_defaults(func=cmd_image)
 
 
@@ -396,7 +391,8 @@ def _stream_parser(sub) -> None:
                         "optionally this /dev/videoN")
     p.add_argument("--loop", action="store_true", help="with a file --input: play it again from the start at its end")
     p.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host}; others get a warning)")
-    p.add_argument("--port", type=_int_at_least(0), default=d.port, help=f"port to listen on (default {d.port}; 0: any free port)")
+    p.add_argument("--port", type=_int_at_least(0), default=d.port,
+                   help=f"port to listen on (default {d.port}; 0: any free port)")
     p.add_argument("--max-peers", type=_int_at_least(1), default=d.max_peers, metavar="N",
                    help=f"peers at once (default {d.max_peers}); more get 503")
     p.add_argument("--max-offer-bytes", type=_int_at_least(1024), default=d.max_offer_bytes, metavar="N",
@@ -420,7 +416,8 @@ def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="per-stage latency and fps of `facesr video` against bicubic-only, per size and scene")
     p.add_argument("--model", default=None, help="model(s), comma-separated (default: lite on CPU, srgan on CUDA)")
     p.add_argument("--sizes", default="320x180,160x90,480x270", help="LR call sizes, upscaled 4x (default all three)")
-    p.add_argument("--scenes", default="none,one,several", help="faces in the picture: none, one, several (four, a 2x2 gallery; default all)")
+    p.add_argument("--scenes", default="none,one,several",
+                   help="faces in the picture: none, one, several (four, a 2x2 gallery; default all)")
     p.add_argument("--videos", default=None, help="the clips scenes are made from (default: the data folder's videos)")
     _add_scale_arg(p)
     p.add_argument("--frames", type=_int_at_least(10), default=150, help="frames per clip (default 150, 5 s)")
@@ -436,7 +433,8 @@ def _bench_parser(sub) -> None:
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="measure face quality against bicubic on face photos and compressed call clips")
     p.add_argument("--faces", default=None,
-                   help="folder of face photos, downscaled by the scale and restored ('' to skip; default: the data folder's faces/eval)")
+                   help="folder of face photos, downscaled by the scale and restored "
+                        "('' to skip; default: the data folder's faces/eval)")
     p.add_argument("--videos", default=None,
                    help="folder of clips, made into calls and enhanced ('' to skip; default: the data folder's videos)")
     p.add_argument("--model", default=None,
@@ -458,7 +456,8 @@ def _train_parser(sub) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a generator on a folder of face images (resumes from --out)")
     p.add_argument("--data", default=d.data, help="folder of HR face images (default: the data folder's faces/train)")
-    p.add_argument("--eval-dir", default=d.eval_dir, help="folder of evaluation faces ('' for none; default: the data folder's faces/eval)")
+    p.add_argument("--eval-dir", default=d.eval_dir,
+                   help="folder of evaluation faces ('' for none; default: the data folder's faces/eval)")
     p.add_argument("--model", default=d.model,
                    help=f"srresnet or lite (pixel loss), srgan or lite-gan (adversarial fine-tune of those; default {d.model})")
     p.add_argument("--scale", type=int, default=d.scale, choices=(2, 4), help=f"upscaling factor to train (default {d.scale})")
@@ -478,7 +477,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--contrast", type=_number_pair, default=d.contrast, metavar="LOW,HIGH",
                    help="stretch each HR patch's contrast by a random gain in this range (default 1,1: off)")
     p.add_argument("--detail", type=_number_pair, default=d.detail, metavar="LOW,HIGH",
-                   help="multiply each HR patch's detail above the LR's Nyquist by a random gain in this range (default 1,1: off)")
+                   help="multiply each HR patch's detail above the LR's Nyquist by a random gain in this range "
+                        "(default 1,1: off)")
     p.add_argument("--photos", type=_int_at_least(0), default=d.photos, metavar="N",
                    help="also train on N crops of the real photos scikit-image ships (a cat, coffee, a rocket, "
                         "a motorcycle): real-camera texture the synthetic faces lack (default 0)")

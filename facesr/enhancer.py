@@ -22,7 +22,7 @@ from .blend import HOLD_LEVELS, MARGIN, Crop, Held, face_crop, hold_small_change
 from .detect import FaceDetector
 from .models import Generator
 from .options import EnhancerOptions
-from .runtime import default_model, resolve_device
+from .runtime import model_name, resolve_device
 from .superres import SuperResolver, bicubic_upscale
 from .track import DETECT_EVERY, FaceTracker
 from .weights import load_generator
@@ -113,7 +113,7 @@ def enhancer_factory(opts: EnhancerOptions) -> tuple[Callable[[], "Enhancer"], s
     """(make, device): `make()` gives a new Enhancer per stream (each its own tracker), all
     sharing one loaded generator. Fails now, with one line, if the model or detector cannot load."""
     device = str(resolve_device(opts.device))
-    generator = load_generator(opts.model or default_model(device), opts.scale)
+    generator = load_generator(model_name(opts.model, device), opts.scale)
 
     def make() -> Enhancer:
         return Enhancer.from_options(opts, generator=generator)
@@ -178,12 +178,10 @@ class Enhancer:
         self.model_name = "bicubic"
         if background_only:
             return
-        if model is None:
-            model = default_model(device)
+        model = model_name(model, device) if not isinstance(model, Generator) else model
         self.model_name = _model_label(model)
         generator = model if isinstance(model, Generator) else load_generator(model, scale)
-        if generator.config.scale != scale:
-            raise ValueError(f"the model is x{generator.config.scale}, the Enhancer was asked for x{scale}")
+        self.scale = generator.config.scale  # a named model is loaded at `scale`; a file or Generator brings its own
         self.resolver = SuperResolver(generator, resolve_device(device), precision)
         self.tracker = FaceTracker(FaceDetector(detector, model_path=detector_model), detect_every=detect_every, fps=fps)
 
@@ -195,7 +193,7 @@ class Enhancer:
                        detector_model=opts.detector_model, device=opts.device, precision=opts.precision,
                        detect_every=opts.detect_every, fps=fps, background_only=background_only, workers=workers)
         if generator is not None and not background_only:
-            enhancer.model_name = opts.model or default_model(opts.device)
+            enhancer.model_name = model_name(opts.model, opts.device)
         return enhancer
 
     @property

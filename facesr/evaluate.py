@@ -244,7 +244,8 @@ def format_report(report: dict) -> str:
         v = report["videos"]
         n = sum(1 for c in v["clips"] if c.get("face_frames"))
         lines += ["", f"videos: {n} call clips in {v['folder']}, x{v['scale']}, H.264 CRF {v['crf']}, "
-                      f"first {v['max_frames']} frames", f"{'':12} {'face PSNR':>9} {'gain':>6} {'flicker':>8} {'clips better':>13}"]
+                      f"first {v['max_frames']} frames",
+                  f"{'':12} {'face PSNR':>9} {'gain':>6} {'flicker':>8} {'clips better':>13}"]
         for name, s in v["summary"].items():
             gain = f"{s['gain']:+6.2f}" if "gain" in s else f"{'':6}"
             better = f"{s['clips_better']}/{n}" if "clips_better" in s else ""

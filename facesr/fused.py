@@ -81,7 +81,9 @@ class FusedNetwork:
         """The fused network for `generator` on the CPU, or None where it does not apply (module docstring)."""
         c = generator.config
         weight = generator.head_conv.weight
-        if c.batch_norm or c.activation != "relu" or c.upsample != "late" or weight.device.type != "cpu" or weight.dtype not in _CHECK_TOLERANCE:
+        if c.batch_norm or c.activation != "relu" or c.upsample != "late":
+            return None
+        if weight.device.type != "cpu" or weight.dtype not in _CHECK_TOLERANCE:
             return None
         if not runs_here(weight.dtype):
             return None

@@ -12,7 +12,7 @@ from .track import DETECT_EVERY
 class EnhancerOptions:
     """How Enhancers are made: the options `facesr video`, `image`, `stream` and `bench` share."""
 
-    model: str | None = None  # a model name or .safetensors file; None: runtime.default_model(device)
+    model: str | None = None  # a model name or .safetensors file; None: the device's default (runtime.model_name)
     scale: int = 4
     detector: str = "full"  # BlazeFace's "full" range model, or "short" for close-ups only
     detector_model: str | None = None  # a .tflite file instead of the cached one

@@ -50,9 +50,14 @@ def default_model(device: str | torch.device = "auto") -> str:
     return DEFAULT_MODELS[name]
 
 
+def model_name(spec: str | None, device: str | torch.device = "auto") -> str:
+    """`--model` as given, or the device's default model where none is."""
+    return spec or default_model(device)
+
+
 def model_names(spec: str | None, device: str | torch.device = "auto") -> list[str]:
     """`--model` as a list: comma-separated names, or the device's default model where none is given."""
-    return [m for m in (spec or default_model(device)).split(",") if m]
+    return [m for m in model_name(spec, device).split(",") if m]
 
 
 def cpu_has_native_bfloat16() -> bool:

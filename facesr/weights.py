@@ -26,7 +26,6 @@ from .errors import UserError
 from .models import MODELS, PIXEL_MODEL, Generator, GeneratorConfig
 from .paths import cache_dir, weights_dir
 
-
 # --- generator weights -----------------------------------------------------------------
 
 

@@ -1,8 +1,7 @@
+import cv2
 import numpy as np
 import pytest
 import torch
-
-import cv2
 
 from facesr.blend import Crop, Held, face_crop, feather_mask, hold_small_changes, paste_residual
 from facesr.models import Generator, generator_config

@@ -104,11 +104,29 @@ def test_a_truncated_input_keeps_its_output_and_exits_4(demo_clip, tmp_path):
     ran = facesr("video", cut, out, "-q")
     lines = ran.stderr.strip().splitlines()
     assert ran.returncode == 4, ran.stderr
-    assert len(lines) == 1 and lines[0].startswith("facesr: error:") and " of " in lines[0], ran.stderr
+    assert len(lines) == 1 and lines[0].startswith("facesr: ") and " of " in lines[0], ran.stderr
     assert out.is_file()
     kept = probe(out).frames
     assert 0 < kept < probe(demo_clip).frames
     assert str(kept) in lines[0]
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_cut_off_image_keeps_its_output_and_exits_4(astronaut, tmp_path, suffix):
+    whole = tmp_path / f"whole{suffix}"
+    write_rgb(whole, astronaut[::4, ::4])
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    ran = facesr("image", cut, tmp_path / "out.png")
+    lines = ran.stderr.strip().splitlines()
+    assert ran.returncode == 4, ran.stderr
+    assert len(lines) == 1 and lines[0].startswith("facesr: incomplete input:") and "cut off" in lines[0], ran.stderr
+    out = read_rgb(tmp_path / "out.png")
+    assert out.shape == (512, 512, 3)
+    top = bicubic(astronaut[::4, ::4], 4)[:128]  # the first third of the rows was in the file
+    assert np.abs(out[:128].astype(int) - top).mean() < 12
+    assert facesr("image", whole, tmp_path / "whole_out.png").returncode == 0  # the whole file is no such case
 
 
 def test_image_file_and_folder(astronaut, grace_hopper, tmp_path):

@@ -3,7 +3,7 @@ import pytest
 
 from facesr.detect import FaceDetector
 from facesr.track import FaceTracker
-from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale, iou, on_canvas
+from helpers import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale, iou, on_canvas
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,28 @@ def test_faces_entering_and_leaving(astronaut, grace_hopper):
     for _ in range(30):
         last = tracker.update(alone)
     assert [t.id for t in last] == [1], "a face that left is dropped"
+
+
+def test_a_face_that_leaves_fades_out_over_several_frames(detector, grace_hopper):
+    tracker = FaceTracker(detector, detect_every=3, fps=25, fade_frames=4)
+    present = _call_frame(grace_hopper, 400, 60)
+    gone = np.full_like(present, 118)  # the room without the person
+    for _ in range(9):
+        tracks = tracker.update(present)
+    assert [(t.id, t.alpha) for t in tracks] == [(1, 1.0)]
+    box = tracks[0].box.copy()
+    alphas = []  # the face's blend weight, frame by frame, after it left
+    for _ in range(20):
+        tracks = tracker.update(gone)
+        assert [t.id for t in tracks] in ([], [1])
+        if tracks:
+            assert iou(tracks[0].box, box) > 0.5  # it fades where it was
+        alphas.append(tracks[0].alpha if tracks else 0.0)
+    assert alphas == sorted(alphas, reverse=True), alphas  # only ever fading
+    assert alphas[-1] == 0.0 and tracker.tracks == [], "a face that left is dropped in the end"
+    fading = [a for a in alphas if 0.0 < a < 1.0]
+    assert len(fading) >= 3, f"the face vanished instead of fading out: {alphas}"
+    assert np.all(np.diff(fading) < 0)  # a step down each frame, not held part-way
 
 
 def test_tracker_restarts_when_the_frame_size_changes(detector, grace_hopper):

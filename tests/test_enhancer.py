@@ -6,7 +6,7 @@ import torch
 from facesr.enhancer import STAGES, Enhancer
 from facesr.metrics import psnr
 from facesr.models import Generator, generator_config
-from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, WEIGHTS, downscale, on_canvas
+from helpers import ASTRONAUT_FACE, GRACE_HOPPER_FACE, WEIGHTS, downscale, on_canvas, shared_path
 
 
 def bicubic(img, s):
@@ -93,9 +93,11 @@ def test_workers_must_be_positive():
         Enhancer(background_only=True, workers=0)
 
 
-def test_model_scale_must_match(astronaut):
-    with pytest.raises(ValueError):
-        Enhancer(Generator(generator_config("lite", 2)), 4)
+def test_a_generator_brings_its_own_scale(astronaut):
+    lr = downscale(astronaut, 4)
+    e = Enhancer(Generator(generator_config("lite", 2)), 4, device="cpu", precision="float32")
+    assert e.scale == 2 and e(lr).shape == (lr.shape[0] * 2, lr.shape[1] * 2, 3)
+    e.close()
 
 
 def test_rejects_frames_that_are_not_rgb_uint8(enhancer):
@@ -127,11 +129,11 @@ def test_cuda_runs_in_half_precision_and_matches_cpu(astronaut):
     assert Enhancer("lite", 4, device="cuda", precision="float32").resolver.dtype == torch.float32
 
 
+@pytest.mark.shared_data
 def test_beats_bicubic_on_the_faces_of_a_real_talking_clip(enhancer):
     """A real talking-head clip, downscaled 4x: the faces come back closer to the original than bicubic."""
     import av
 
-    from conftest import shared_path
 
     clip = shared_path("data", "videos", "talking_d18.mp4")
     enhancer.reset()

@@ -6,8 +6,7 @@ import pytest
 
 from facesr.evaluate import format_report, run_eval
 from facesr.images import read_rgb, write_rgb
-from conftest import shared_path
-from test_cli import assert_clean_failure, facesr
+from helpers import assert_clean_failure, facesr, shared_path
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +32,8 @@ def test_faces_report_scores_each_model_beside_bicubic(face_folder, tmp_path):
     assert "lite" in format_report(report)
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_videos_report_face_region_gain_and_flicker(tmp_path):
     clip = shared_path("data", "videos", "talking_d0.mp4")
     videos = tmp_path / "videos"

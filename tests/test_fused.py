@@ -79,7 +79,7 @@ def test_the_packed_weights_are_a_copy_made_at_build():
 
 def test_superresolver_output_does_not_depend_on_the_fused_path(astronaut):
     """The uint8 SR crops from the fused network and from the op-by-op one agree to a level."""
-    from conftest import ASTRONAUT_FACE
+    from helpers import ASTRONAUT_FACE
 
     x0, y0, x1, y1 = ASTRONAUT_FACE
     crop = np.ascontiguousarray(astronaut[y0 - 20 : y1 + 20, x0 - 20 : x1 + 20][::4, ::4])

@@ -18,7 +18,7 @@ from facesr.paths import weights_dir
 from facesr.runtime import plan
 from facesr.superres import SuperResolver
 from facesr.weights import file_sha256, load_generator, save_generator
-from conftest import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale
+from helpers import ASTRONAUT_FACE, GRACE_HOPPER_FACE, downscale
 
 WEIGHTS_DIR = weights_dir()
 

@@ -7,7 +7,7 @@ from facesr.models import Discriminator, Generator, ResidualBlock, generator_con
 from facesr.protocol import eval_pairs
 from facesr.train.loop import evaluate
 from facesr.weights import load_generator, read_metadata, save_generator
-from conftest import ROOT, shared_path
+from helpers import ROOT, shared_path
 
 
 @pytest.mark.parametrize("variant", ["lite", "srresnet"])
@@ -90,6 +90,7 @@ def test_every_shipped_model_loads_and_matches_its_card_row(model):
     assert load_generator(model, 4).config == generator_config(model, 4)
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("model", ["lite", "lite-gan"])
 def test_the_card_numbers_reproduce(model):
     """Re-run the standard evaluation for the CPU models (the paper-sized ones take longer)."""
@@ -124,6 +125,7 @@ def test_gan_strength_blends_each_weight_between_the_pixel_and_the_gan_model():
     assert load_generator("srgan@0.3", 4).config == generator_config("srgan", 4)
 
 
+@pytest.mark.shared_data
 def test_gan_strength_trades_psnr_for_detail():
     """The knob does what it says on the evaluation faces: more strength, more detail, less PSNR."""
     pairs = eval_pairs(shared_path("data", "faces", "eval"), 4)

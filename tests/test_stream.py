@@ -125,8 +125,6 @@ def halves(result):
 
 @pytest.mark.shared_data
 def test_stamps_read_back_after_upscaling(call_frames):
-    import cv2
-
     for n in (0, 1, 777, 4095):
         img = stamp(call_frames[0], n)
         assert read_stamp(img, 1.0) == n
@@ -462,6 +460,7 @@ def test_cli_relay_stops_promptly_with_a_peer_connected(private_network, call_fr
         proc.stderr.close()
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_non_loopback_host_warns(private_network):
     proc = subprocess.Popen([sys.executable, "-m", "facesr", "stream", "--webrtc", "--host", "0.0.0.0", "--port", "0"],

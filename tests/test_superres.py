@@ -11,9 +11,9 @@ from facesr.errors import UserError
 from facesr.metrics import psnr
 from facesr.models import Generator, generator_config
 from facesr.runtime import cpu_has_native_bfloat16, plan
-from facesr.superres import SuperResolver
+from facesr.superres import SuperResolver, _TorchDevice
 from facesr.weights import load_generator
-from conftest import ASTRONAUT_FACE
+from helpers import ASTRONAUT_FACE
 
 
 def face_crop_of(astronaut: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ def test_auto_precision_follows_the_hardware():
 
 @pytest.mark.parametrize("residual_model", [True, False])
 def test_the_cuda_paths_arithmetic_matches_the_cpu_paths(residual_model, astronaut):
-    """SuperResolver._torch is what runs on CUDA; run on the CPU it must give what _cpu gives."""
+    """The torch backend is what runs on CUDA; run on the CPU it must give what the CPU backend gives."""
     import dataclasses
 
     torch.manual_seed(0)
@@ -83,7 +83,8 @@ def test_the_cuda_paths_arithmetic_matches_the_cpu_paths(residual_model, astrona
     crop = face_crop_of(astronaut)
     batch = crop[None]
     with torch.inference_mode():
-        sr, res = resolver._torch(batch, residual=False)[0], resolver._torch(batch, residual=True)[0]
+        torch_backend = _TorchDevice(resolver.model)
+        sr, res = torch_backend.images(batch)[0], torch_backend.residuals(batch)[0]
     assert sr.dtype == np.uint8 and res.dtype == np.float32
     assert np.abs(sr.astype(int) - resolver([crop])[0]).max() <= 1
     assert np.abs(res - resolver.residuals([crop])[0]).max() < 0.01

@@ -6,14 +6,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from facesr.errors import UserError
 from facesr.images import list_images, read_rgb, write_rgb
-from facesr.models import Discriminator, Generator, generator_config
-from facesr.train.config import TrainConfig
 from facesr.metrics import high_frequency_energy
-from facesr.train.data import FacePairs, boost_detail, to_tensor
+from facesr.models import Discriminator, Generator, generator_config
 from facesr.protocol import downscale
+from facesr.train.config import TrainConfig
+from facesr.train.data import FacePairs, boost_detail, to_tensor
 from facesr.train.degrade import CLEAN, Degradation, degrade
 from facesr.train.loop import WeightAverage, train
 from facesr.train.photos import photo_crops
@@ -114,7 +115,7 @@ def first_steps():
             params = [p.detach().clone() for group in opt.param_groups for p in group["params"]]
             seen[opt] = (params, copy.deepcopy(opt.state_dict()["state"]))
 
-    handle = torch.optim.optimizer.register_optimizer_step_pre_hook(hook)
+    handle = register_optimizer_step_pre_hook(hook)
     try:
         yield seen
     finally:
@@ -226,6 +227,7 @@ def test_gan_fine_tuning_trains_both_networks_and_resumes(faces, tmp_path):
     assert any(not torch.equal(shipped[k], v) for k, v in state["model"].items() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_weight_average_follows_the_weights_with_a_ramped_decay():
     model = Generator(generator_config("srresnet", 4))  # has BN buffers
     first = model.head[0].weight.detach().clone()
@@ -312,6 +314,7 @@ def test_gan_losses_point_the_right_way(kind):
     assert generator_adversarial_loss(real, fake, kind) > generator_adversarial_loss(fake, real, kind)
 
 
+@pytest.mark.slow
 def test_discriminator_warm_up_trains_the_discriminator_alone_on_a_fresh_run_only(faces, tmp_path, monkeypatch):
     from facesr.train import loop
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -16,46 +17,7 @@ import pytest
 
 from facesr.errors import UserError
 from facesr.video import VideoInfo, probe, transcode
-
-W, H, N = 64, 48, 40
-SAMPLE_RATE = 44100
-
-
-# --- helpers -----------------------------------------------------------------------------
-
-
-def make_clip(path: Path, *, rate=Fraction(25), frames=N, video=True, audio=True) -> Path:
-    """A moving gradient whose brightness changes per frame, plus an optional AAC sine tone (mono)."""
-    rate = Fraction(rate)
-    total = int(SAMPLE_RATE * frames / rate)
-    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / SAMPLE_RATE)).astype(np.float32)
-    y, x = np.mgrid[0:H, 0:W]
-    with av.open(str(path), "w") as out:
-        if video:
-            vs = out.add_stream("libx264", rate=rate, options={"preset": "veryfast"})
-            vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
-        if audio:
-            aus = out.add_stream("aac", rate=SAMPLE_RATE)
-            aus.codec_context.layout = "mono"
-        sent = 0  # audio samples sent so far
-        for i in range(frames):
-            if video:
-                level = 30 + (i * 5) % 180
-                img = np.stack([(x * 2 + i * 3) % 64 + level, y + level, np.full_like(x, level)], axis=-1)
-                frame = av.VideoFrame.from_ndarray(img.clip(0, 255).astype(np.uint8), format="rgb24")
-                frame.pts, frame.time_base = i, 1 / rate
-                out.mux(vs.encode(frame))
-            while audio and sent < min(total, int(SAMPLE_RATE * (i + 1) / rate)):
-                chunk = tone[sent : sent + 1024][None, :]
-                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, sent, Fraction(1, SAMPLE_RATE)
-                out.mux(aus.encode(frame))
-                sent += chunk.shape[1]
-        if video:
-            out.mux(vs.encode(None))
-        if audio:
-            out.mux(aus.encode(None))
-    return path
+from helpers import H, N, W, make_clip
 
 
 def decode_video(path: Path):
@@ -360,9 +322,19 @@ def test_bad_encoder_option(clips, out_dir, options):
     assert os.listdir(out_dir) == []
 
 
-def test_damaged_file(clips, tmp_path, out_dir):
-    """Bytes scribbled over the middle of a file: either it goes through (damaged packets skipped)
-    or it is a UserError - never an av exception, never a leftover file."""
+def decoded_of(stats: dict) -> tuple[int, int]:
+    """(N, M) of the stats' "decoded N of M frames", M the frames the input announced (for Matroska, from its
+    duration: within a frame or two of N)."""
+    found = re.search(r"decoded (\d+) of (\d+) frames", stats["incomplete"] or "")
+    assert found, f"the stats do not say what was lost: {stats}"
+    done, expected = int(found[1]), int(found[2])
+    assert abs(expected - N) <= 2, stats
+    return done, expected
+
+
+def test_a_damaged_file_is_written_as_far_as_it_decodes_and_says_what_was_lost(clips, tmp_path, out_dir):
+    """Bytes scribbled over the middle of a file: no av exception, no error; what decodes is written,
+    and the stats say what was lost (the CLI turns that into IncompleteInput, exit 4)."""
     good = out_dir.parent / "good.mkv"
     transcode(clips["av"], good, lambda f: f, (W, H), progress=False)
     data = bytearray(good.read_bytes())
@@ -372,14 +344,31 @@ def test_damaged_file(clips, tmp_path, out_dir):
     bad = tmp_path / "damaged.mkv"
     bad.write_bytes(bytes(data))
     dst = out_dir / "o.mp4"
-    try:
-        stats = transcode(bad, dst, double, (2 * W, 2 * H), progress=False)
-    except UserError:
-        assert os.listdir(out_dir) == []
-    else:
-        assert os.listdir(out_dir) == ["o.mp4"]
-        assert 0 < stats["frames"] <= N
-        assert probe(dst).frames == stats["frames"]
+    stats = transcode(bad, dst, double, (2 * W, 2 * H), progress=False)
+    assert os.listdir(out_dir) == ["o.mp4"]
+    assert 0 < stats["frames"] <= N and probe(dst).frames == stats["frames"]
+    lost = stats["frames"] < N or stats["skipped_frames"] > 0
+    assert lost, "200 scribbled bytes went unnoticed"
+    assert decoded_of(stats) == (stats["frames"], stats["expected_frames"])
+
+
+# Behaviour the lead landed with issue 26 (a cut-off input is not a clean run): the frames that could be
+# decoded are kept and the stats say how many of how many; `facesr video` turns that into IncompleteInput
+# (exit 4; test_cli.test_a_truncated_input_keeps_its_output_and_exits_4).
+def test_a_truncated_file_keeps_what_was_decoded_and_says_how_much(clips, tmp_path, out_dir):
+    whole = out_dir.parent / "whole.mkv"  # Matroska: its header comes first, so half a file still opens
+    transcode(clips["av"], whole, lambda f: f, (W, H), progress=False)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    dst = out_dir / "o.mp4"
+    stats = transcode(cut, dst, double, (2 * W, 2 * H), progress=False)
+    assert os.listdir(out_dir) == ["o.mp4"]  # kept
+    kept = probe(dst).frames
+    assert 0 < kept < N and stats["frames"] == kept
+    assert decoded_of(stats) == (kept, stats["expected_frames"])
+    # a whole file is not incomplete
+    assert transcode(whole, out_dir / "w.mp4", double, (2 * W, 2 * H), progress=False)["incomplete"] is None
 
 
 def test_colours_survive_the_round_trip(tmp_path):

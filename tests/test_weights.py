@@ -2,13 +2,12 @@
 
 import hashlib
 import os
-import subprocess
-import sys
 
 import pytest
 
 from facesr.errors import UserError
 from facesr.weights import DETECTOR_MODELS, detector_model_path
+from helpers import facesr
 
 
 @pytest.mark.parametrize("kind", ["short", "full"])
@@ -37,13 +36,13 @@ def test_an_explicit_missing_model_file_is_a_user_error(tmp_path):
         detector_model_path("short", tmp_path / "nope.tflite")
 
 
-def test_unobtainable_models_give_one_clear_line(tmp_path):
+def test_unobtainable_models_give_one_clear_line(tmp_path, monkeypatch):
     # an empty cache and a pip that can reach no package index
-    env = {**os.environ, "FACESR_CACHE": str(tmp_path / "cache"), "PIP_CONFIG_FILE": os.devnull,
-           "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}
-    env.pop("FACESR_DETECTOR_DIR", None)
-    proc = subprocess.run([sys.executable, "-m", "facesr", "fetch-models"], env=env, capture_output=True, text=True,
-                          timeout=120)
+    for name, value in (("FACESR_CACHE", str(tmp_path / "cache")), ("PIP_CONFIG_FILE", os.devnull), ("PIP_NO_INDEX", "1"),
+                        ("PIP_FIND_LINKS", "")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("FACESR_DETECTOR_DIR", raising=False)
+    proc = facesr("fetch-models")
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("facesr: error:")]
     assert len(errors) == 1 and "FACESR_DETECTOR_DIR" in errors[0] and "Traceback" not in proc.stderr

@@ -187,8 +187,9 @@ class Peer:
 class Relay:
     """The aiohttp application and everything its peers share: the enhancer factory, the worker threads."""
 
-    def __init__(self, make_enhancer: Callable[[], object], opts: StreamOptions = StreamOptions(), *,
+    def __init__(self, make_enhancer: Callable[[], object], opts: StreamOptions | None = None, *,
                  source=None, device: str = "cpu") -> None:
+        opts = opts or StreamOptions()
         self.make_enhancer = make_enhancer
         self.source = source
         self.max_peers = opts.max_peers

@@ -6,7 +6,6 @@ Light to import (no torch), so the command line takes its defaults and help from
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from pathlib import Path
 
 

@@ -45,9 +45,9 @@ class FacePairs:
     The H.264 samples come from a cache of LRs and are left as they are.
     """
 
-    def __init__(self, folder: str | os.PathLike | Sequence[str | os.PathLike], scale: int, patch: int, degradation: Degradation, seed: int = 0,
-                 cache: str | os.PathLike | None = None, contrast: tuple[float, float] = (1.0, 1.0),
-                 detail: tuple[float, float] = (1.0, 1.0)):
+    def __init__(self, folder: str | os.PathLike | Sequence[str | os.PathLike], scale: int, patch: int,
+                 degradation: Degradation, seed: int = 0, cache: str | os.PathLike | None = None,
+                 contrast: tuple[float, float] = (1.0, 1.0), detail: tuple[float, float] = (1.0, 1.0)):
         if patch % scale:
             raise UserError(f"--patch {patch} must be a multiple of the scale {scale}")
         if not 0 < contrast[0] <= contrast[1]:

@@ -24,14 +24,20 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..metrics import hf_energy_ratio, psnr
 from ..models import PIXEL_MODEL, Discriminator, Generator, generator_config
+from ..protocol import eval_pairs
 from ..superres import SuperResolver, bicubic_upscale
 from ..weights import load_generator, read_metadata, save_generator, weights_path
-from ..protocol import eval_pairs
 from .config import TrainConfig
 from .data import FacePairs
 from .degrade import CLEAN, Degradation
-from .losses import (VGG54Loss, detail_energy, discriminator_features, discriminator_loss, feature_matching,
-                     generator_adversarial_loss)
+from .losses import (
+    VGG54Loss,
+    detail_energy,
+    discriminator_features,
+    discriminator_loss,
+    feature_matching,
+    generator_adversarial_loss,
+)
 from .photos import photo_crops
 
 

@@ -97,8 +97,7 @@ def build_int8(generator: Generator, faces: str | os.PathLike, out: str | os.Pat
     """Export, calibrate and quantize a generator loaded from a weights file; write the int8 model
     (default: beside that file)."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     weights_file = generator.weights_file
