@@ -121,13 +121,6 @@ def _check_report_paths(json_out: str | None, png: tuple[str, str | None]) -> No
         raise UserError(f"{flag} {png_out}: give a .png file")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
 # --- facesr video ----------------------------------------------------------------------
 
 
@@ -174,32 +167,9 @@ def cmd_video(args: argparse.Namespace) -> None:
 
 
 def cmd_image(args: argparse.Namespace) -> None:
-    import cv2
+    from .images import enhance_files, plan_jobs
 
-    from .images import check_image_output, list_images, read_rgb, write_rgb
-
-    src, dst = Path(args.input), Path(args.output)
-    if not src.exists():
-        raise UserError(f"{src}: no such file or directory")
-    if _same_file(src, dst):
-        raise UserError(f"{dst}: the output would overwrite the input")
-    if src.is_dir():
-        jobs = [(p, dst / f"{p.stem}.png") for p in list_images(src)]
-        if not jobs:
-            raise UserError(f"{src}: no images in this folder")
-        if dst.exists() and not dst.is_dir():
-            raise UserError(f"{dst}: a folder of images goes to a folder, and this is a file")
-        if not dst.parent.is_dir():
-            raise UserError(f"{dst.parent}: no such directory")
-    else:
-        check_image_output(dst)
-        if not dst.parent.is_dir():
-            raise UserError(f"{dst.parent}: no such directory")
-        jobs = [(src, dst)]
-    for path, _ in jobs:  # check every input's signature before any work (each is decoded when its turn comes)
-        if not cv2.haveImageReader(str(path)):
-            raise UserError(f"{path}: not a readable image")
-
+    jobs = plan_jobs(Path(args.input), Path(args.output))  # every input and output checked before any work
     if args.full_frame:
         from .runtime import model_name
         from .superres import SuperResolver, upscale_tiled
@@ -207,33 +177,15 @@ def cmd_image(args: argparse.Namespace) -> None:
 
         resolver = SuperResolver(load_generator(model_name(args.model, args.device), args.scale),
                                  args.device, args.precision)
-        run = lambda img: upscale_tiled(img, resolver, tile=args.tile)  # noqa: E731
+        enhance_files(jobs, lambda img: upscale_tiled(img, resolver, tile=args.tile))
     else:
         from .enhancer import Enhancer
 
         enhancer = Enhancer.from_options(_enhancer_options(args))
-
-        def run(img):
-            enhancer.reset()  # every image is a stream of its own
-            return enhancer(img)
-
-    if src.is_dir():
-        dst.mkdir(exist_ok=True)
-    cut_off = []
-    for path, out in jobs:
-        img, complete = read_rgb(path, allow_incomplete=True)
-        big = run(img)
-        write_rgb(out, big)
-        if complete:
-            print(f"{out}: {img.shape[1]}x{img.shape[0]} -> {big.shape[1]}x{big.shape[0]}", file=sys.stderr)
-        else:
-            cut_off.append(path)
-    if cut_off:
-        from .errors import IncompleteInput
-
-        more = f" (and {len(cut_off) - 1} more)" if len(cut_off) > 1 else ""
-        raise IncompleteInput(f"{cut_off[0]}{more}: cut off before its end; what was there is enhanced, "
-                              "the missing part is blank in the output", 0, len(cut_off))
+        try:
+            enhance_files(jobs, enhancer, still=True)
+        finally:
+            enhancer.close()
 
 
 # --- facesr stream ---------------------------------------------------------------------
@@ -296,8 +248,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.model not in MODELS:
         raise UserError(f"--model {args.model}: choose one of {', '.join(MODELS)}")
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)})
-    weights = train(cfg)
-    print(f"weights: {weights}", file=sys.stderr)
+    result = train(cfg)
+    if result.suffix == ".safetensors":
+        print(f"weights: {result}", file=sys.stderr)
+    else:
+        print(f"not finished: {result} holds the run; the same command resumes it", file=sys.stderr)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .errors import UserError
+from .errors import IncompleteInput, UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -94,3 +95,58 @@ def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise UserError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def plan_jobs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+    """(input, output) pairs for `facesr image SRC DST`: a file to a file, or a folder's images to
+    PNGs of the same stems in a folder. Refuses what could not or must not be written, and any
+    input that is not an image by its signature, before any work is done."""
+    if not src.exists():
+        raise UserError(f"{src}: no such file or directory")
+    if _same_file(src, dst):
+        raise UserError(f"{dst}: the output would overwrite the input")
+    if src.is_dir():
+        jobs = [(p, dst / f"{p.stem}.png") for p in list_images(src)]
+        if not jobs:
+            raise UserError(f"{src}: no images in this folder")
+        if dst.exists() and not dst.is_dir():
+            raise UserError(f"{dst}: a folder of images goes to a folder, and this is a file")
+    else:
+        check_image_output(dst)
+        jobs = [(src, dst)]
+    if not dst.parent.is_dir():
+        raise UserError(f"{dst.parent}: no such directory")
+    for path, _ in jobs:  # each is decoded when its turn comes
+        if not cv2.haveImageReader(str(path)):
+            raise UserError(f"{path}: not a readable image")
+    return jobs
+
+
+def enhance_files(jobs: list[tuple[Path, Path]], transform, still: bool = False) -> None:
+    """Each input through `transform` ((H, W, 3) uint8 RGB -> larger) to its output, a line each on
+    stderr. With `still`, `transform` is an Enhancer, reset before each image (each is a stream of
+    its own). A cut-off JPEG or PNG is enhanced as far as it goes, and an `IncompleteInput` names
+    it at the end."""
+    cut_off = []
+    for path, out in jobs:
+        out.parent.mkdir(exist_ok=True)
+        img, complete = read_rgb(path, allow_incomplete=True)
+        if still:
+            transform.reset()
+        big = transform(img)
+        write_rgb(out, big)
+        if complete:
+            print(f"{out}: {img.shape[1]}x{img.shape[0]} -> {big.shape[1]}x{big.shape[0]}", file=sys.stderr)
+        else:
+            cut_off.append(path)
+    if cut_off:
+        more = f" (and {len(cut_off) - 1} more)" if len(cut_off) > 1 else ""
+        raise IncompleteInput(f"{cut_off[0]}{more}: cut off before its end; what was there is enhanced, "
+                              "the missing part is blank in the output", 0, len(cut_off))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False

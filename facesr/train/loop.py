@@ -182,12 +182,10 @@ def _warm_up_discriminator(cfg: TrainConfig, adversary: _Adversary, model: Gener
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (or resume); return the weights to ship: the final ones, or for a pixel model with
-    an eval set, the best-eval ones.
-
-    Exports to `out`: best.safetensors (best eval PSNR so far, pixel models only) and, once
-    finished, final.safetensors (the last step's weights, with their eval numbers). With a weight
-    average (`ema_decay` > 0), the averaged weights are the ones evaluated and exported.
+    """Train (or resume); return the weights to ship once finished (the last step's,
+    final.safetensors, evaluated on the eval set but never picked by it), or the checkpoint to
+    resume from (last.pt) when a time limit stopped the run first. With a weight average
+    (`ema_decay` > 0), the averaged weights are the ones evaluated and exported.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -288,9 +286,7 @@ def train(cfg: TrainConfig) -> Path:
         if pairs and (step % cfg.eval_every == 0 or finished):
             ev = last_eval = evaluate(shipped, pairs)
             record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **parts, **ev}
-            if ev["psnr"] > best and adversary is None:  # a GAN's best PSNR is not its best weights
-                best = ev["psnr"]
-                save_generator(out / "best.safetensors", shipped, steps=step, train_wall_s=round(wall), eval=ev, **meta)
+            best = max(best, ev["psnr"])  # shown in the progress bar only: nothing is picked by it
             bar.write(f"step {step}: eval {ev['psnr']:.2f} dB (bicubic {ev['bicubic_psnr']:.2f}, "
                       f"gain {ev['psnr'] - ev['bicubic_psnr']:+.2f}), detail {ev['hf_ratio']:.2f}")
         elif step % 100 == 0:
@@ -305,12 +301,11 @@ def train(cfg: TrainConfig) -> Path:
             bar.write(f"time limit reached at step {step}; run again with the same --out to resume")
             break
     bar.close()
-    if _progress(cfg, step, wall) >= 1.0:  # finished: the final weights, evaluated, beside the best
-        if pairs and not last_eval:  # resumed at the very end: nothing evaluated in this run
-            last_eval = evaluate(shipped, pairs)
-        extra = {"eval": last_eval} if pairs else {}
-        save_generator(out / "final.safetensors", shipped, steps=step, train_wall_s=round(wall), **meta, **extra)
-        if not pairs or adversary is not None:
-            return out / "final.safetensors"
-    return out / ("best.safetensors" if adversary is None else "last.pt")
+    if _progress(cfg, step, wall) < 1.0:
+        return ckpt_path
+    if pairs and not last_eval:  # resumed at the very end: nothing evaluated in this run
+        last_eval = evaluate(shipped, pairs)
+    extra = {"eval": last_eval} if pairs else {}
+    save_generator(out / "final.safetensors", shipped, steps=step, train_wall_s=round(wall), **meta, **extra)
+    return out / "final.safetensors"
 
