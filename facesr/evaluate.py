@@ -4,13 +4,15 @@ Faces: each evaluation photo is area-downscaled by the scale, super-resolved by 
 generator alone and compared with the original: PSNR, SSIM, high-frequency energy ratio
 (detail above the LR Nyquist frequency relative to the original's; bicubic is far below 1,
 over-sharpened output above) and landmark agreement (BlazeFace's six keypoints found on the
-output against those on the original, in inter-ocular distances), each beside bicubic's.
+output against those on the original, in inter-ocular distances) and identity distance (dlib's
+face embeddings of output and original, facesr/identity.py, where that optional dependency is
+installed), each beside bicubic's.
 
 Videos: each talking clip is made into a call (area-downscaled, H.264 at CRF 28, cached),
 then run through the full `Enhancer` (detect, track, SR, blend) and through the bicubic-only
 pipeline. Both are compared with the original in the face region (BlazeFace on the
-original frame): PSNR, and flicker (how far the frame-to-frame change departs from the
-original's).
+original frame): PSNR, flicker (how far the frame-to-frame change departs from the
+original's) and, on every 15th face frame, the identity distance.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tqdm import tqdm
 from .detect import FaceDetector
 from .enhancer import Enhancer
 from .errors import UserError
+from .identity import IdentityEmbedder, identity_distances, why_unavailable
 from .images import list_images, write_rgb
 from .metrics import flicker, hf_energy_ratio, landmark_error, psnr, ssim
 from .protocol import call_clip, eval_pairs
@@ -42,7 +45,7 @@ BICUBIC = "bicubic"
 
 
 def eval_faces(models: list[str], folder: str | os.PathLike, scale: int, device: str = "auto",
-               precision: str = "auto", progress: bool = True) -> dict:
+               precision: str = "auto", progress: bool = True, identity: IdentityEmbedder | None = None) -> dict:
     """Scores of bicubic and each model on the face photos in `folder`; also the images, for the figure."""
     pairs = eval_pairs(folder, scale)
     lrs, hrs = [lr for lr, _ in pairs], [hr for _, hr in pairs]
@@ -74,6 +77,8 @@ def eval_faces(models: list[str], folder: str | os.PathLike, scale: int, device:
                 "landmark_error": float(np.mean(errors)) if errors else None,
                 "faces_found": found / max(1, sum(t is not None for t in truth)),
             }
+            if identity is not None:
+                scores[name]["identity"] = float(np.mean(identity_distances(outs, hrs, identity)))
     return {"folder": str(folder), "count": len(pairs), "scale": scale, "scores": scores,
             "_images": {"lr": lrs, "original": hrs, **outputs}}
 
@@ -93,8 +98,11 @@ def _face_box(detector: FaceDetector, frame: np.ndarray) -> tuple[int, int, int,
     return box if box[2] - box[0] >= 8 and box[3] - box[1] >= 8 else None
 
 
+IDENTITY_EVERY = 15  # calls: the identity distance is measured on every 15th frame with a face
+
+
 def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: int, device: str,
-              precision: str, detector: FaceDetector) -> dict:
+              precision: str, detector: FaceDetector, identity: IdentityEmbedder | None = None) -> dict:
     """Face-region PSNR and flicker of bicubic-only and each model's Enhancer on one call clip."""
     lr_path = call_clip(src, scale, crf)
     fps = float(probe(src).fps or 25)
@@ -105,6 +113,7 @@ def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: in
     flick = {k: [] for k in pipelines}
     prev_ref, prev_out, frames, faces = None, {}, 0, 0
     example = None
+    same = {k: [] for k in pipelines}  # identity distances
     for ref, lr in zip(read_frames(src, max_frames), read_frames(lr_path, max_frames)):
         size = (lr.shape[1] * scale, lr.shape[0] * scale)
         if (ref.shape[1], ref.shape[0]) != size:  # the call's sides were rounded down to even
@@ -120,6 +129,11 @@ def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: in
                 mse[k].append(np.mean((out[region].astype(np.float64) - ref[region]) ** 2))
                 if prev_ref is not None:
                     flick[k].append(flicker(prev_out[k][region], out[region], prev_ref[region], ref[region]))
+            if identity is not None and faces % IDENTITY_EVERY == 1:
+                box = identity.face_box(ref[region])
+                truth = identity(ref[region], box)
+                for k, out in outs.items():
+                    same[k].append(float(np.linalg.norm(identity(out[region], box) - truth)))
             if example is None and frames >= 10:  # a frame for the figure, past the tracker's start
                 ls = np.s_[y0 // scale : y1 // scale, x0 // scale : x1 // scale]
                 example = {"lr": lr[ls], "original": ref[region], **{k: o[region] for k, o in outs.items()}}
@@ -136,19 +150,22 @@ def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: in
               "psnr": {k: db(v) for k, v in mse.items()},
               "flicker": {k: float(np.mean(v)) if v else None for k, v in flick.items()}}
     result["gain"] = {k: result["psnr"][k] - result["psnr"][BICUBIC] for k in models}
+    if identity is not None:
+        result["identity"] = {k: float(np.mean(v)) for k, v in same.items()}
     result["_example"] = example
     return result
 
 
 def eval_videos(models: list[str], folder: str | os.PathLike, scale: int, crf: int = 28, max_frames: int = 150,
-                device: str = "auto", precision: str = "auto", progress: bool = True) -> dict:
+                device: str = "auto", precision: str = "auto", progress: bool = True,
+                identity: IdentityEmbedder | None = None) -> dict:
     clips = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".mp4", ".mkv", ".mov", ".webm"))
     if not clips:
         raise UserError(f"{folder}: no video clips found")
     results = []
     with FaceDetector("full") as detector:
         for clip in tqdm(clips, desc="videos", disable=not progress, leave=False):
-            results.append(eval_clip(clip, models, scale, crf, max_frames, device, precision, detector))
+            results.append(eval_clip(clip, models, scale, crf, max_frames, device, precision, detector, identity))
     scored = [r for r in results if r.get("face_frames")]
     summary = {}
     for k in [BICUBIC, *models]:
@@ -156,6 +173,8 @@ def eval_videos(models: list[str], folder: str | os.PathLike, scale: int, crf: i
             "face_psnr": float(np.mean([r["psnr"][k] for r in scored])),
             "flicker": float(np.mean([r["flicker"][k] for r in scored if r["flicker"][k] is not None])),
         }
+        if identity is not None:
+            summary[k]["identity"] = float(np.mean([r["identity"][k] for r in scored if "identity" in r]))
         if k != BICUBIC:
             summary[k]["gain"] = float(np.mean([r["gain"][k] for r in scored]))
             summary[k]["clips_better"] = sum(r["gain"][k] > 0 for r in scored)
@@ -195,7 +214,9 @@ def figure(rows: list[dict[str, np.ndarray]], columns: list[str], side: int = 19
 
 def run_eval(models: list[str], faces: str | None, videos: str | None, scale: int = 4, crf: int = 28,
              max_frames: int = 150, device: str = "auto", precision: str = "auto", json_out: str | None = None,
-             figure_out: str | None = None, progress: bool = True) -> dict:
+             figure_out: str | None = None, progress: bool = True, identity: bool | None = None) -> dict:
+    """`facesr eval`. `identity`: measure the identity distance (facesr/identity.py); None: where
+    its optional dependency is installed."""
     if not faces and not videos:
         raise UserError("nothing to evaluate: give --faces and/or --videos")
     for folder in (faces, videos):
@@ -205,17 +226,22 @@ def run_eval(models: list[str], faces: str | None, videos: str | None, scale: in
     # a missing model (or int8 file asked for) fails here, before any long work
     chosen = {name: plan(load_generator(name, scale), dev, precision).precision for name in models}
     report: dict = {"models": models, "scale": scale, "device": str(dev), "precision": describe_precisions(chosen)}
+    if identity is None:
+        identity = why_unavailable() is None
+        if not identity:
+            report["identity"] = f"not measured: {why_unavailable()}"
+    embedder = IdentityEmbedder() if identity else None
     rows: list[dict[str, np.ndarray]] = []
     if faces:
         if not list_images(faces):
             raise UserError(f"{faces}: no images found")
-        result = eval_faces(models, faces, scale, device, precision, progress)
+        result = eval_faces(models, faces, scale, device, precision, progress, embedder)
         images = result.pop("_images")
         report["faces"] = result
         n = len(images["lr"])
         rows += [{k: v[i] for k, v in images.items()} for i in sorted({0, n // 3, 2 * n // 3, n - 1})]
     if videos:
-        result = eval_videos(models, videos, scale, crf, max_frames, device, precision, progress)
+        result = eval_videos(models, videos, scale, crf, max_frames, device, precision, progress, embedder)
         examples = [c.pop("_example", None) for c in result["clips"]]
         rows += [e for e in examples if e is not None][:4]
         report["videos"] = result
@@ -234,23 +260,31 @@ def format_report(report: dict) -> str:
     if "faces" in report:
         f = report["faces"]
         lines += [f"faces: {f['count']} photos in {f['folder']}, x{f['scale']} (LR by area downscaling)",
-                  f"{'':12} {'PSNR':>7} {'gain':>6} {'SSIM':>6} {'detail':>7} {'landmarks':>10} {'found':>6}"]
+                  f"{'':12} {'PSNR':>7} {'gain':>6} {'SSIM':>6} {'detail':>7} {'landmarks':>10} {'found':>6} {'identity':>9}"]
         base = f["scores"][BICUBIC]["psnr"]
         for name, s in f["scores"].items():
             lm = "-" if s["landmark_error"] is None else f"{s['landmark_error']:.4f}"
             lines.append(f"{label(name):12} {s['psnr']:7.2f} {s['psnr'] - base:+6.2f} {s['ssim']:6.4f} {s['hf_ratio']:7.2f} "
-                         f"{lm:>10} {s['faces_found']:6.0%}")
+                         f"{lm:>10} {s['faces_found']:6.0%} {_identity(s):>9}")
     if "videos" in report:
         v = report["videos"]
         n = sum(1 for c in v["clips"] if c.get("face_frames"))
         lines += ["", f"videos: {n} call clips in {v['folder']}, x{v['scale']}, H.264 CRF {v['crf']}, "
                       f"first {v['max_frames']} frames",
-                  f"{'':12} {'face PSNR':>9} {'gain':>6} {'flicker':>8} {'clips better':>13}"]
+                  f"{'':12} {'face PSNR':>9} {'gain':>6} {'flicker':>8} {'clips better':>13} {'identity':>9}"]
         for name, s in v["summary"].items():
             gain = f"{s['gain']:+6.2f}" if "gain" in s else f"{'':6}"
             better = f"{s['clips_better']}/{n}" if "clips_better" in s else ""
-            lines.append(f"{label(name):12} {s['face_psnr']:9.2f} {gain} {s['flicker']:8.3f} {better:>13}")
+            lines.append(f"{label(name):12} {s['face_psnr']:9.2f} {gain} {s['flicker']:8.3f} {better:>13} {_identity(s):>9}")
+    if "identity" in report:
+        lines += ["", f"identity {report['identity']}"]
+    else:
+        lines += ["", "identity: distance of dlib's face embeddings from the original's (lower is closer; 0.6: another person)"]
     return "\n".join(lines)
+
+
+def _identity(scores: dict) -> str:
+    return f"{scores['identity']:.3f}" if "identity" in scores else "-"
 
 
 def print_report(report: dict) -> None:

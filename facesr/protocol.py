@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import cv2
 import numpy as np
 
 from .errors import UserError
 from .images import list_images, read_rgb
 from .paths import cache_dir
-from .video import VideoInfo, probe, read_frames, transcode
+
+if TYPE_CHECKING:
+    from .video import VideoInfo
+
+# PyAV (facesr.video) is imported where clips are made: the face photos and training need none.
 
 SCENES = ("none", "one", "several")
 
@@ -57,6 +61,8 @@ def make_call_clip(src: str | os.PathLike, dst: str | os.PathLike, scale: int = 
 
     Sizes are rounded down to even numbers (yuv420p); audio is carried over as usual.
     """
+    from .video import probe, transcode
+
     info = probe(src)
     w, h = (info.width // scale) // 2 * 2, (info.height // scale) // 2 * 2
 
@@ -95,6 +101,8 @@ SCENES_VERSION = 2  # part of the cached clips' names: bump it when a scene chan
 
 def _scene_frames(videos: Path, scene: str, frames: int):
     """HR (720, 1280, 3) RGB frames of a scene."""
+    from .video import read_frames
+
     clips = SCENE_CLIPS[scene]
     missing = [c for c in clips if not (videos / c).is_file()]
     if missing:
@@ -118,6 +126,8 @@ def _scene_frames(videos: Path, scene: str, frames: int):
 
 def scene_clip(videos: Path, scene: str, size: tuple[int, int], frames: int, cache: Path, crf: int = 28) -> Path:
     """The scene at `size` as a compressed call clip (cached)."""
+    import av
+
     w, h = size
     path = cache / f"{scene}_v{SCENES_VERSION}_{w}x{h}_{frames}f_crf{crf}.mp4"
     if path.is_file():

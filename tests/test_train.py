@@ -183,9 +183,9 @@ def test_h264_bank_is_cached_and_pairs_stay_aligned(faces, tmp_path):
     spec = Degradation(p_clean=0.0, p_h264=1.0, p_blur=0.0, p_noise=0.0)
     data = FacePairs(faces, 4, 64, spec, seed=2, cache=tmp_path / "cache")
     files = list((tmp_path / "cache").glob("bank-*.npz"))
-    assert len(files) == 1 and len(data.h264.lrs) == len(data)
+    assert len(files) == 1 and len(data.h264) == len(data)
     again = FacePairs(faces, 4, 64, spec, seed=2, cache=tmp_path / "cache")  # read back, not re-encoded
-    assert all(np.array_equal(a, b) for a, b in zip(data.h264.lrs, again.h264.lrs))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(data.h264, again.h264))
     lr, hr = data.batch(6)
     assert lr.shape == (6, 3, 16, 16) and hr.shape == (6, 3, 64, 64)
     down = torch.nn.functional.avg_pool2d(hr, 4)
@@ -196,7 +196,7 @@ def test_h264_bank_is_cached_and_pairs_stay_aligned(faces, tmp_path):
 
 @pytest.mark.slow
 def test_gan_fine_tuning_trains_both_networks_and_resumes(faces, tmp_path):
-    pixel = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "pixel"), steps=2, batch=2, patch=64,
+    pixel = TrainConfig(data=str(faces), eval_dir="", out=str(tmp_path / "pixel"), steps=2, batch=2, patch=64,
                         degradations="clean", warmup=1)
     init = train(pixel)
     out = tmp_path / "gan"
@@ -248,13 +248,13 @@ def test_weight_average_follows_the_weights_with_a_ramped_decay():
 
 
 def test_bad_weight_average_decay_is_a_user_error(faces, tmp_path):
-    cfg = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "x"), steps=1, batch=2, patch=64, ema=1.0)
+    cfg = TrainConfig(data=str(faces), eval_dir="", out=str(tmp_path / "x"), steps=1, batch=2, patch=64, ema=1.0)
     with pytest.raises(UserError, match="--ema"):
         train(cfg)
 
 
 def test_gan_model_without_its_pixel_model_is_a_user_error(faces, tmp_path):
-    cfg = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "x"), model="lite-gan",
+    cfg = TrainConfig(data=str(faces), eval_dir="", out=str(tmp_path / "x"), model="lite-gan",
                       init=str(tmp_path / "missing.safetensors"), steps=1, batch=2, patch=64)
     with pytest.raises(UserError, match="does not exist"):
         train(cfg)
@@ -318,11 +318,11 @@ def test_gan_losses_point_the_right_way(kind):
 def test_discriminator_warm_up_trains_the_discriminator_alone_on_a_fresh_run_only(faces, tmp_path, monkeypatch):
     from facesr.train import loop
 
-    pixel = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "pixel"), steps=2, batch=2, patch=64,
+    pixel = TrainConfig(data=str(faces), eval_dir="", out=str(tmp_path / "pixel"), steps=2, batch=2, patch=64,
                         degradations="clean", warmup=1)
     init = train(pixel)
     start = load_generator(str(init), 4).state_dict()
-    cfg = TrainConfig(data=str(faces), eval_dir=None, out=str(tmp_path / "gan"), model="lite-gan", init=str(init),
+    cfg = TrainConfig(data=str(faces), eval_dir="", out=str(tmp_path / "gan"), model="lite-gan", init=str(init),
                       steps=1, batch=2, patch=64, warmup=1, degradations="clean", d_warmup=3, ema=0.0)
     calls = []
     real_step = loop._Adversary.step
@@ -358,3 +358,74 @@ def test_train_rejects_a_nonsensical_option_in_one_line(faces, tmp_path, capsys,
     assert lines and option in lines[-1], err
     assert len(lines) == 1 or (rc == 2 and lines[0].startswith("usage:")), err  # argparse puts its usage first
     assert not (tmp_path / "run" / "last.pt").exists()  # nothing trained
+
+
+# --- tensor batches: the GPU's training path, run here on the CPU -----------------------------
+
+
+def test_per_image_gaussian_blur_matches_opencv():
+    from facesr.train.batches import gaussian_blur
+
+    rng = np.random.default_rng(0)
+    imgs = rng.uniform(0, 255, (3, 40, 40, 3)).astype(np.float32)
+    sigmas = [0.0, 0.6, 1.5]
+    got = gaussian_blur(torch.from_numpy(imgs).permute(0, 3, 1, 2), torch.tensor(sigmas)).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(got[0], imgs[0])  # sigma 0: unchanged
+    for img, out, sigma in zip(imgs[1:], got[1:], sigmas[1:]):
+        k = 2 * int(np.ceil(3 * max(sigmas))) + 1  # one kernel width for the batch, as wide as the largest sigma needs
+        want = cv2.GaussianBlur(img, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+        assert np.abs(out - want).max() < 1e-3
+
+
+def test_tensor_batches_are_aligned_follow_the_mix_and_build_the_same_bank_in_any_number_of_processes(faces, tmp_path):
+    from facesr.train.batches import TensorBatches
+
+    cpu = torch.device("cpu")
+    spec = Degradation()
+    one = TensorBatches([faces], 4, 64, spec, cpu, cache=tmp_path / "a", variants=2, workers=1, contrast=(1.0, 1.6))
+    two = TensorBatches([faces], 4, 64, spec, cpu, cache=tmp_path / "b", variants=2, workers=2)
+    for kind in ("h264", "jpeg"):
+        assert one.banks[kind].shape == (3, 2, 64, 64, 3) and torch.equal(one.banks[kind], two.banks[kind])
+    assert not torch.equal(one.banks["h264"][:, 0], one.banks["h264"][:, 1])  # the variants differ
+    lr, hr = one.batch(200)
+    assert lr.shape == (200, 3, 16, 16) and hr.shape == (200, 3, 64, 64)
+    assert 0 <= float(lr.min()) and float(lr.max()) <= 1 and 0 <= float(hr.min()) and float(hr.max()) <= 1
+    # every LR is aligned with its HR: nearer its area downscale than to the downscale one LR pixel over
+    pooled = torch.nn.functional.avg_pool2d(hr, 4)
+    err = (pooled - lr)[..., 2:-2, 2:-2].abs().mean(dim=(1, 2, 3)) * 255
+    shifted = (pooled.roll(1, dims=-1) - lr)[..., 2:-2, 2:-2].abs().mean(dim=(1, 2, 3)) * 255
+    assert float(err.mean()) < 0.6 * float(shifted.mean()) and float((err <= shifted + 0.5).float().mean()) > 0.9
+    clean = float((err < 0.5).float().mean())  # the clean share is the downscale exactly
+    assert abs(clean - (1 - spec.p_h264) * spec.p_clean) < 0.12
+    # the same seed gives the same batches
+    again = TensorBatches([faces], 4, 64, spec, cpu, cache=tmp_path / "a", variants=2, contrast=(1.0, 1.6))
+    assert torch.equal(again.batch(8)[1], TensorBatches([faces], 4, 64, spec, cpu, cache=tmp_path / "a", variants=2,
+                                                        contrast=(1.0, 1.6)).batch(8)[1])
+
+
+@pytest.mark.slow
+def test_training_on_tensor_batches_resumes_and_records_the_hardware(faces, tmp_path):
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(faces), eval_dir=str(faces), out=str(out), steps=2, batch=4, patch=64, warmup=1,
+                      eval_every=1, checkpoint_every=1, batches="tensor", device="cpu", bank_variants=1, bank_workers=1)
+    train(cfg)
+    saved = torch.load(out / "last.pt", weights_only=False)
+    cfg.steps = 3
+    with first_steps() as seen:
+        weights = train(cfg)
+    assert_resumed(seen, saved, Generator(generator_config("lite", 4)), "model", "opt")
+    meta = read_metadata(weights)
+    assert int(meta["steps"]) == 3 and "tensor batches" in meta["hardware"]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(r["samples_per_s"] == pytest.approx(4 * r["steps_per_s"], rel=0.05) for r in log)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_training_on_cuda_runs_in_bfloat16_on_tensor_batches(faces, tmp_path):
+    cfg = TrainConfig(data=str(faces), eval_dir=str(faces), out=str(tmp_path / "gpu"), steps=20, batch=16, patch=64,
+                      eval_every=20, warmup=1, device="cuda", bank_variants=1)
+    weights = train(cfg)
+    meta = read_metadata(weights)
+    assert torch.cuda.get_device_name() in meta["hardware"] and "tensor batches" in meta["hardware"]
+    assert "bfloat16" in meta["hardware"] or not torch.cuda.is_bf16_supported()
+    assert json.loads(meta["eval"])["psnr"] > 0

@@ -25,10 +25,14 @@ class TrainConfig:
     checkpoint_every: int = 250
     seed: int = 0
     threads: int = 0  # 0: torch's default
+    device: str = "auto"  # "auto" (CUDA where there is one), "cpu" or "cuda"
+    batches: str = "auto"  # "numpy" (data.FacePairs) or "tensor" (batches.TensorBatches); auto: tensor on CUDA
+    bank_variants: int = 4  # tensor batches: compressed LRs per image and kind in the bank (data.LRBank)
+    bank_workers: int = 0  # processes building the bank; 0: one per CPU
     time_budget_min: float = 0.0  # 0: none; else total training wall time (across resumes): the LR
     # schedule follows whichever of steps and time runs out first, and training ends there
     time_limit_min: float = 0.0  # 0: none; else stop this run (checkpointed, resumable) after this many minutes
-    degradations: str = "call"  # "call": blur, noise, JPEG and H.264 as in `degrade`; "clean": area downscale only
+    degradations: str = "call"  # degrade.DEGRADATIONS: "call" (blur, noise, JPEG, H.264), "photo" (JPEG), "clean"
     contrast: tuple[float, float] = (1.0, 1.0)  # range of a random contrast gain on the HR patches (1, 1: off)
     detail: tuple[float, float] = (1.0, 1.0)  # range of a random gain on the HR patches' fine detail (1, 1: off)
     photos: int = 0  # crops of scikit-image's real photos to train on beside `data` (`photos.photo_crops`)

@@ -17,9 +17,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..images import list_images, read_rgb
-from .degrade import Degradation, degrade, h264_call
-
-H264_BANK_VERSION = 2  # bump when h264_call changes, so stale caches are rebuilt
+from .degrade import Degradation, camera_jpeg, degrade, h264_call
 
 
 class FacePairs:
@@ -40,8 +38,7 @@ class FacePairs:
     `detail` (low, high) draws a second gain and multiplies the HR patch's fine detail, the band
     above the LR's Nyquist frequency that the LR cannot hold, by it (`boost_detail`), again before
     the LR is made: the synthetic faces hold 0.62x the real photos' energy in that band, and the
-    contrast gain alone stretches every band alike. (1, 1), the default, is off; no shipped model
-    uses it (on `srgan` it moved where the detail peaks along the run, not where it ends; model card).
+    contrast gain alone stretches every band alike. (1, 1), the default, is off.
     The H.264 samples come from a cache of LRs and are left as they are.
     """
 
@@ -50,29 +47,15 @@ class FacePairs:
                  contrast: tuple[float, float] = (1.0, 1.0), detail: tuple[float, float] = (1.0, 1.0)):
         if patch % scale:
             raise UserError(f"--patch {patch} must be a multiple of the scale {scale}")
-        if not 0 < contrast[0] <= contrast[1]:
-            raise UserError(f"--contrast {contrast[0]:g},{contrast[1]:g}: give two gains, 0 < LOW <= HIGH")
-        if not 0 <= detail[0] <= detail[1]:
-            raise UserError(f"--detail {detail[0]:g},{detail[1]:g}: give two gains, 0 <= LOW <= HIGH")
+        check_gains(contrast, detail)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
-        paths = []
-        for f in folders:
-            found = list_images(f) if os.path.isdir(f) else []
-            if not found:
-                raise UserError(f"{f}: no training images found")
-            paths += found
-        pairs = [(path, img) for path, img in zip(paths, map(read_rgb, paths)) if min(img.shape[:2]) >= patch]
-        if not pairs:
-            raise UserError(f"{', '.join(map(str, folders))}: no image is at least {patch}x{patch} pixels")
-        # crop to a multiple of 2 x scale: the LR then has the even sides H.264 needs
-        m = 2 * scale
-        self.images = [np.ascontiguousarray(img[: img.shape[0] // m * m, : img.shape[1] // m * m]) for _, img in pairs]
+        paths, self.images = load_images(folders, patch, scale)
         self.scale, self.patch, self.degradation = scale, patch, degradation
         self.contrast, self.detail = contrast, detail
         self.rng = np.random.default_rng(seed)
         self.h264 = None
         if degradation.p_h264 > 0:
-            self.h264 = H264Bank.load_or_build([p for p, _ in pairs], self.images, scale, degradation, cache)
+            self.h264 = LRBank.load_or_build(paths, self.images, scale, degradation, cache).h264
 
     def __len__(self) -> int:
         return len(self.images)
@@ -102,7 +85,7 @@ class FacePairs:
         """An aligned patch of a face and of its cached H.264 call LR."""
         rng, s, lp = self.rng, self.scale, self.patch // self.scale
         i = rng.integers(len(self.images))
-        lr_img = self.h264.lrs[i]
+        lr_img = self.h264[i][0]
         y, x = rng.integers(lr_img.shape[0] - lp + 1), rng.integers(lr_img.shape[1] - lp + 1)
         lr = lr_img[y : y + lp, x : x + lp]
         hr = self.images[i][y * s : (y + lp) * s, x * s : (x + lp) * s]
@@ -113,6 +96,30 @@ class FacePairs:
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         lrs, hrs = zip(*(self.sample() for _ in range(n)))
         return to_tensor(np.stack(lrs)), to_tensor(np.stack(hrs))
+
+
+def check_gains(contrast: tuple[float, float], detail: tuple[float, float]) -> None:
+    if not 0 < contrast[0] <= contrast[1]:
+        raise UserError(f"--contrast {contrast[0]:g},{contrast[1]:g}: give two gains, 0 < LOW <= HIGH")
+    if not 0 <= detail[0] <= detail[1]:
+        raise UserError(f"--detail {detail[0]:g},{detail[1]:g}: give two gains, 0 <= LOW <= HIGH")
+
+
+def load_images(folders: Sequence[str | os.PathLike], patch: int, scale: int) -> tuple[list[Path], list[np.ndarray]]:
+    """(paths, images) of every image at least `patch` pixels on a side in `folders`, each cropped to
+    a multiple of 2 x scale (the LR then has the even sides H.264 needs)."""
+    paths = []
+    for f in folders:
+        found = list_images(f) if os.path.isdir(f) else []
+        if not found:
+            raise UserError(f"{f}: no training images found")
+        paths += found
+    pairs = [(path, img) for path, img in zip(paths, map(read_rgb, paths)) if min(img.shape[:2]) >= patch]
+    if not pairs:
+        raise UserError(f"{', '.join(map(str, folders))}: no image is at least {patch}x{patch} pixels")
+    m = 2 * scale
+    return ([p for p, _ in pairs],
+            [np.ascontiguousarray(img[: img.shape[0] // m * m, : img.shape[1] // m * m]) for _, img in pairs])
 
 
 def stretch_contrast(img: np.ndarray, gain: float) -> np.ndarray:
@@ -144,36 +151,69 @@ def to_tensor(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # (B, H, W, 3) -> (B, 3, H, W)
 
 
-class H264Bank:
-    """One H.264 call LR (`h264_call`) per training image, made once and cached on disk.
+class LRBank:
+    """Degraded LRs of every training image, made once on the CPU and cached on disk: `h264`
+    variants per image by `h264_call` (a short libx264 call clip through PyAV) and `jpeg`
+    variants by `camera_jpeg` (blur, noise, JPEG).
 
-    libx264 takes ~20 ms per short clip, far too slow per training sample, so each image gets
-    one compressed LR (random CRF, blur, noise and motion) and training crops aligned patches
-    from it. The cache file is named by a digest of the image files, scale and settings.
+    libx264 takes ~20 ms per short clip, far too slow per training sample, so each image gets its
+    compressed LRs once, made in parallel worker processes, and training crops aligned patches
+    from them. Each (image, kind, variant) draws from a generator seeded by itself, so the bank is
+    the same whatever the number of workers. The cache file is named by a digest of the image
+    files, scale, settings and counts.
     """
 
-    def __init__(self, lrs: list[np.ndarray]):
-        self.lrs = lrs
+    def __init__(self, h264: list[list[np.ndarray]], jpeg: list[list[np.ndarray]]):
+        self.h264, self.jpeg = h264, jpeg  # [image][variant] -> (h, w, 3) uint8 LR
 
     @classmethod
-    def load_or_build(cls, paths: list[str], images: list[np.ndarray], scale: int, spec: Degradation,
-                      cache: str | os.PathLike | None) -> "H264Bank":
-        from ..weights import cache_dir
+    def load_or_build(cls, paths: Sequence[str | os.PathLike], images: list[np.ndarray], scale: int, spec: Degradation,
+                      cache: str | os.PathLike | None = None, h264: int = 1, jpeg: int = 0, workers: int = 0) -> "LRBank":
+        from ..paths import cache_dir
 
-        used = ("p_blur", "blur_sigma", "p_noise", "noise_sigma", "h264_crf")  # what h264_call reads
         fields = asdict(spec)
-        key = {"version": H264_BANK_VERSION, "scale": scale, "spec": {k: fields[k] for k in used},
+        key = {"version": LR_BANK_VERSION, "scale": scale, "spec": fields, "h264": h264, "jpeg": jpeg,
                "files": [(os.path.basename(p), os.path.getsize(p)) for p in paths]}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = Path(cache or cache_dir() / "h264") / f"bank-{digest}.npz"
+        jobs = [(i, kind, v) for i in range(len(images)) for kind, count in (("h264", h264), ("jpeg", jpeg))
+                for v in range(count)]
         if path.is_file():
             with np.load(path) as z:
-                return cls([z[f"lr{i}"] for i in range(len(images))])
-        rng = np.random.default_rng(int(digest, 16) % 2**32)
-        lrs = [h264_call(img, scale, rng, spec) for img in tqdm(images, desc="H.264 call LRs (cached once)",
-                                                                  dynamic_ncols=True, leave=False)]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".part.npz")
-        np.savez(tmp, **{f"lr{i}": lr for i, lr in enumerate(lrs)})
-        os.replace(tmp, path)
-        return cls(lrs)
+                made = {job: z[_bank_key(*job)] for job in jobs}
+        else:
+            made = _build_bank(jobs, images, scale, spec, int(digest, 16) % 2**32, workers)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.stem + ".part.npz")
+            np.savez(tmp, **{_bank_key(*job): lr for job, lr in made.items()})
+            os.replace(tmp, path)
+        return cls([[made[(i, "h264", v)] for v in range(h264)] for i in range(len(images))],
+                   [[made[(i, "jpeg", v)] for v in range(jpeg)] for i in range(len(images))])
+
+
+LR_BANK_VERSION = 3  # bump when h264_call or camera_jpeg change, so stale caches are rebuilt
+
+
+def _bank_key(i: int, kind: str, v: int) -> str:
+    return f"{kind}{i}_{v}"
+
+
+def _build_bank(jobs: list, images: list[np.ndarray], scale: int, spec: Degradation, seed: int,
+                workers: int) -> dict:
+    """{(image, kind, variant): LR}, made in `workers` processes (0: one per CPU)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = workers or os.cpu_count() or 1
+    args = [(images[i], kind, scale, spec, (seed, i, kind == "jpeg", v)) for i, kind, v in jobs]
+    desc = "compressed LRs (cached once)"
+    if workers == 1 or len(jobs) < 8:
+        return {job: _bank_entry(a) for job, a in zip(jobs, tqdm(args, desc=desc, dynamic_ncols=True, leave=False))}
+    with ProcessPoolExecutor(workers) as pool:
+        made = pool.map(_bank_entry, args, chunksize=max(1, len(args) // (workers * 8)))
+        return dict(zip(jobs, tqdm(made, total=len(args), desc=desc, dynamic_ncols=True, leave=False)))
+
+
+def _bank_entry(args) -> np.ndarray:
+    hr, kind, scale, spec, seed = args
+    rng = np.random.default_rng(list(map(int, seed)))
+    return h264_call(hr, scale, rng, spec) if kind == "h264" else camera_jpeg(hr, scale, rng, spec)

@@ -14,12 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-import av
 import cv2
 import numpy as np
 
 from ..protocol import downscale
-from ..yuv import i420_to_rgb, rgb_to_i420
 
 
 @dataclass(frozen=True)
@@ -36,6 +34,9 @@ class Degradation:
 
 
 CLEAN = Degradation(p_clean=1.0, p_h264=0.0)
+# What a photo goes through: half clean, half JPEG at web qualities; no call blur, noise or video codec.
+PHOTO = Degradation(p_clean=0.5, p_h264=0.0, p_blur=0.0, p_noise=0.0, p_jpeg=1.0, jpeg_quality=(50, 95))
+DEGRADATIONS = {"call": Degradation(), "photo": PHOTO, "clean": CLEAN}
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,27 @@ def degrade(hr: np.ndarray, scale: int, rng: np.random.Generator, spec: Degradat
     if rng.random() < spec.p_clean:
         return downscale(hr, scale)
     lr = Camera.draw(rng, spec)(hr, scale, rng)
-    if rng.random() < spec.p_jpeg:
-        quality = int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1))
-        ok, buf = cv2.imencode(".jpg", lr[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        lr = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
-    return np.ascontiguousarray(lr)
+    return jpeg(lr, rng, spec) if rng.random() < spec.p_jpeg else np.ascontiguousarray(lr)
+
+
+def jpeg(lr: np.ndarray, rng: np.random.Generator, spec: Degradation = Degradation()) -> np.ndarray:
+    """An LR image through JPEG at a random quality in `spec.jpeg_quality`."""
+    quality = int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1))
+    ok, buf = cv2.imencode(".jpg", lr[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+def camera_jpeg(hr: np.ndarray, scale: int, rng: np.random.Generator, spec: Degradation = Degradation()) -> np.ndarray:
+    """The camera (blur and noise as `spec` draws them) then JPEG: `degrade`'s compressed samples, always."""
+    return jpeg(Camera.draw(rng, spec)(hr, scale, rng), rng, spec)
 
 
 def h264_roundtrip(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
     """Encode RGB frames (even sides) as one H.264 stream with libx264 and decode them again."""
+    import av  # here, not at the top: training on prebuilt banks needs no PyAV (a GPU machine may lack it)
+
+    from ..yuv import i420_to_rgb, rgb_to_i420
+
     h, w = frames[0].shape[:2]
     enc = av.CodecContext.create("libx264", "w")
     enc.width, enc.height, enc.pix_fmt, enc.time_base = w, h, "yuv420p", Fraction(1, 25)

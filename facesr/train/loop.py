@@ -8,6 +8,8 @@ content + adversarial losses (see `losses`).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import copy
 import json
 import math
@@ -25,11 +27,12 @@ from ..errors import UserError
 from ..metrics import hf_energy_ratio, psnr
 from ..models import PIXEL_MODEL, Discriminator, Generator, generator_config
 from ..protocol import eval_pairs
+from ..runtime import resolve_device
 from ..superres import SuperResolver, bicubic_upscale
 from ..weights import load_generator, read_metadata, save_generator, weights_path
 from .config import TrainConfig
 from .data import FacePairs
-from .degrade import CLEAN, Degradation
+from .degrade import DEGRADATIONS
 from .losses import (
     VGG54Loss,
     detail_energy,
@@ -119,11 +122,11 @@ class WeightAverage:
 class _Adversary:
     """The discriminator, its optimiser and the generator's content + adversarial loss."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, device: torch.device):
         self.cfg = cfg
-        self.disc = Discriminator()
+        self.disc = Discriminator().to(device, memory_format=_memory_format(device))
         self.opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-        self.vgg = VGG54Loss(cfg.vgg_weights) if cfg.vgg_weights else None
+        self.vgg = VGG54Loss(cfg.vgg_weights).to(device) if cfg.vgg_weights else None
 
     def describe(self) -> str:
         content = "VGG54 (the paper's content loss)" if self.vgg else (
@@ -164,7 +167,7 @@ class _Adversary:
         return loss.item()
 
 
-def _warm_up_discriminator(cfg: TrainConfig, adversary: _Adversary, model: Generator, data: FacePairs) -> None:
+def _warm_up_discriminator(cfg: TrainConfig, adversary: _Adversary, model: Generator, data: Batches) -> None:
     """Train the fresh discriminator alone for `cfg.d_warmup` steps against the starting generator.
 
     For a run that starts from a GAN model already fine-tuned (`--init weights/srgan-x4.safetensors`):
@@ -175,10 +178,78 @@ def _warm_up_discriminator(cfg: TrainConfig, adversary: _Adversary, model: Gener
     model.eval()
     for _ in tqdm(range(cfg.d_warmup), desc="discriminator warm-up", dynamic_ncols=True):
         lr_img, hr_img = data.batch(cfg.batch)
-        with torch.no_grad():
+        with torch.no_grad(), data.autocast():
             sr_img = model(lr_img)
-        adversary.step(sr_img, hr_img, cfg.lr)
+        with data.autocast():
+            adversary.step(sr_img, hr_img, cfg.lr)
     model.train()
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _memory_format(device: torch.device) -> torch.memory_format:
+    """channels-last on CUDA, where cuDNN's convolutions are fastest in it (and under autocast)."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+class Batches:
+    """The training batches on `device`: made whole as tensors there (`batches.TensorBatches`, the
+    default on CUDA) or sample by sample with numpy and OpenCV (`data.FacePairs`, the default on a
+    CPU), and the autocast the steps run under (bfloat16 on CUDA where it has it)."""
+
+    def __init__(self, cfg: TrainConfig, folders: list[str], spec, device: torch.device, seed: int):
+        self.device = device
+        tensors = cfg.batches == "tensor" or (cfg.batches == "auto" and device.type == "cuda")
+        contrast, detail = tuple(cfg.contrast), tuple(cfg.detail)
+        if tensors:
+            from .batches import TensorBatches
+
+            self.source = TensorBatches(folders, cfg.scale, cfg.patch, spec, device, seed=seed, contrast=contrast,
+                                        detail=detail, variants=cfg.bank_variants, workers=cfg.bank_workers)
+        else:
+            self.source = FacePairs(folders, cfg.scale, cfg.patch, spec, seed=seed, contrast=contrast, detail=detail)
+        self.kind = "tensor" if tensors else "numpy"
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.amp = "bfloat16" if bf16 else None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lr, hr = self.source.batch(n)
+        fmt = _memory_format(self.device)
+        return (lr.to(self.device, non_blocking=True).contiguous(memory_format=fmt),
+                hr.to(self.device, non_blocking=True).contiguous(memory_format=fmt))
+
+    def autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+class _Speed:
+    """Steps per second over the last 50 steps."""
+
+    def __init__(self) -> None:
+        self.times: collections.deque[float] = collections.deque(maxlen=51)
+
+    def tick(self) -> None:
+        self.times.append(time.perf_counter())
+
+    @property
+    def steps_per_s(self) -> float:
+        if len(self.times) < 2:
+            return 0.0
+        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
+
+    def rates(self, batch: int) -> dict[str, float]:
+        return {"steps_per_s": round(self.steps_per_s, 2), "samples_per_s": round(self.steps_per_s * batch, 1)}
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -189,22 +260,24 @@ def train(cfg: TrainConfig) -> Path:
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.degradations not in ("call", "clean"):
-        raise UserError(f"--degradations {cfg.degradations}: choose call or clean")
+    if cfg.degradations not in DEGRADATIONS:
+        raise UserError(f"--degradations {cfg.degradations}: choose {', '.join(DEGRADATIONS)}")
     out = cfg.out_folder()
     data_folder, eval_folder = cfg.data_folder(), cfg.eval_folder()
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "last.pt", out / "log.jsonl"
 
+    device = resolve_device(cfg.device)
     model, init = _initial_generator(cfg)
-    adversary = _Adversary(cfg) if cfg.adversarial else None
+    model.to(device, memory_format=_memory_format(device))
+    adversary = _Adversary(cfg, device) if cfg.adversarial else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise UserError(f"--ema {cfg.ema_decay}: the decay must be at least 0 and below 1")
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     step, wall, best = 0, 0.0, -math.inf
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         if (ckpt["config"]["model"], ckpt["config"]["scale"]) != (cfg.model, cfg.scale):
             raise UserError(f"{ckpt_path} holds a {ckpt['config']['model']} x{ckpt['config']['scale']} run; use another --out")
         model.load_state_dict(ckpt["model"])
@@ -220,17 +293,18 @@ def train(cfg: TrainConfig) -> Path:
         step, wall, best = ckpt["step"], ckpt["wall_s"], ckpt["best_psnr"]
         print(f"resuming {ckpt_path} at step {step} ({wall / 60:.1f} min trained)")
 
-    spec = Degradation() if cfg.degradations == "call" else CLEAN
+    spec = DEGRADATIONS[cfg.degradations]
     contrast, detail = tuple(cfg.contrast), tuple(cfg.detail)
     folders = [str(data_folder)] + ([str(photo_crops(cfg.photos))] if cfg.photos else [])
-    data = FacePairs(folders, cfg.scale, cfg.patch, spec, seed=cfg.seed + step, contrast=contrast, detail=detail)
+    data = Batches(cfg, folders, spec, device, seed=cfg.seed + step)
     pairs = eval_pairs(eval_folder, cfg.scale) if eval_folder else None
     described = f"{data_folder} ({len(data) - cfg.photos} images)"
     if cfg.photos:
         described += (f" + {cfg.photos} crops of scikit-image's photos (chelsea, coffee, rocket,"
                       " stereo_motorcycle; facesr.train.photos)")
     meta = {"data": described, "degradations": json.dumps(asdict(spec)),
-            "loss": adversary.describe() if adversary else "L1", "patch": cfg.patch, "batch": cfg.batch}
+            "loss": adversary.describe() if adversary else "L1", "patch": cfg.patch, "batch": cfg.batch,
+            "hardware": _hardware(device) + f", {data.kind} batches" + (f", {data.amp} autocast" if data.amp else "")}
     if contrast != (1.0, 1.0):
         meta["augment"] = f"random contrast gain {contrast[0]:g}-{contrast[1]:g} on the HR patches"
     if detail != (1.0, 1.0):
@@ -259,38 +333,42 @@ def train(cfg: TrainConfig) -> Path:
     last_eval: dict[str, float] = {}
     started = time.perf_counter() - wall
     session_start = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.model} x{cfg.scale}", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.model} x{cfg.scale} on {device}", dynamic_ncols=True)
+    speed = _Speed()
     while (progress := _progress(cfg, step, wall)) < 1.0:
         rate = _learning_rate(cfg, step, progress)
         for group in opt.param_groups:
             group["lr"] = rate
         lr_img, hr_img = data.batch(cfg.batch)
-        sr_img = model(lr_img)
-        if adversary is None:
-            loss, parts = F.l1_loss(sr_img, hr_img), {}
-        else:
-            loss, parts = adversary.generator_loss(sr_img, hr_img)
+        with data.autocast():
+            sr_img = model(lr_img)
+            if adversary is None:
+                loss, parts = F.l1_loss(sr_img.float(), hr_img), {}
+            else:
+                loss, parts = adversary.generator_loss(sr_img, hr_img)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if average is not None:
             average.update(model)
         if adversary is not None:
-            parts["d"] = adversary.step(sr_img, hr_img, rate)
+            with data.autocast():
+                parts["d"] = adversary.step(sr_img, hr_img, rate)
+        speed.tick()
         step += 1
         wall = time.perf_counter() - started
         finished = _progress(cfg, step, wall) >= 1.0
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{best:.2f}dB")
+        bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{best:.2f}dB", steps_s=f"{speed.steps_per_s:.1f}")
         record = None
         if pairs and (step % cfg.eval_every == 0 or finished):
             ev = last_eval = evaluate(shipped, pairs)
-            record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **parts, **ev}
+            record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **speed.rates(cfg.batch), **parts, **ev}
             best = max(best, ev["psnr"])  # shown in the progress bar only: nothing is picked by it
             bar.write(f"step {step}: eval {ev['psnr']:.2f} dB (bicubic {ev['bicubic_psnr']:.2f}, "
                       f"gain {ev['psnr'] - ev['bicubic_psnr']:+.2f}), detail {ev['hf_ratio']:.2f}")
         elif step % 100 == 0:
-            record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **parts}
+            record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **speed.rates(cfg.batch), **parts}
         if record:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -35,7 +35,7 @@ def _photos() -> dict[str, np.ndarray]:
 def photo_crops(count: int, cache: str | Path | None = None, seed: int = 0) -> Path:
     """A folder of `count` crops of the photos (as evenly as divides), each a random square of at
     least PHOTO_SIDE pixels area-resized to PHOTO_SIDE; made once per count and cached."""
-    from ..weights import cache_dir
+    from ..paths import cache_dir
 
     if count < 1:
         raise UserError(f"--photos {count}: give a positive number of crops")
