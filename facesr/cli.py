@@ -208,6 +208,18 @@ def cmd_stream(args: argparse.Namespace) -> None:
     run_stream(opts, make, device)
 
 
+# --- facesr serve ----------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .serve.options import ServeOptions
+    from .serve.run import run_serve
+
+    run_serve(ServeOptions(host=args.host, port=args.port, model=args.model, max_upload_mb=args.max_upload_mb,
+                           jobs=args.jobs, max_video_seconds=args.max_video_seconds, device=args.device,
+                           precision=args.precision))
+
+
 # --- facesr bench ----------------------------------------------------------------------
 
 
@@ -295,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     _video_parser(sub)
     _image_parser(sub)
     _stream_parser(sub)
+    _serve_parser(sub)
     _bench_parser(sub)
     _eval_parser(sub)
     _train_parser(sub)
@@ -367,6 +380,27 @@ def _stream_parser(sub) -> None:
     p.set_defaults(func=cmd_stream)
 
 
+def _serve_parser(sub) -> None:
+    from .serve.options import ServeOptions
+
+    d = ServeOptions()
+    p = sub.add_parser("serve", help="a web page (and HTTP API) where people upload a photo or a short video and get it back x4")
+    p.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host}; others get a warning)")
+    p.add_argument("--port", type=_int_at_least(0), default=d.port,
+                   help=f"port to listen on (default {d.port}; 0: any free port)")
+    p.add_argument("--model", default=d.model,
+                   help="the page's default model: srresnet, srgan, lite, lite-gan (default: lite on CPU, srgan on CUDA), "
+                        "or a .safetensors file, offered beside the shipped models")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=d.max_upload_mb, metavar="MB",
+                   help=f"largest upload accepted (default {d.max_upload_mb:g}); larger get 413")
+    p.add_argument("--jobs", type=_int_at_least(1), default=d.jobs, metavar="N",
+                   help=f"jobs run at once, each in a worker thread (default {d.jobs}); the rest wait in order")
+    p.add_argument("--max-video-seconds", type=_positive_float, default=d.max_video_seconds, metavar="S",
+                   help=f"longest video accepted (default {d.max_video_seconds:g})")
+    _add_device_args(p)
+    p.set_defaults(func=cmd_serve)
+
+
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="per-stage latency and fps of `facesr video` against bicubic-only, per size and scene")
     p.add_argument("--model", default=None, help="model(s), comma-separated (default: lite on CPU, srgan on CUDA)")
@@ -423,12 +457,22 @@ def _train_parser(sub) -> None:
     p.add_argument("--lr", type=_positive_float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
     p.add_argument("--eval-every", type=_int_at_least(1), default=d.eval_every, metavar="STEPS", help=f"(default {d.eval_every})")
     p.add_argument("--threads", type=_int_at_least(0), default=d.threads, help="torch threads (default 0: torch's choice)")
+    p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
+                   help="where to train (default auto: CUDA where there is one, with bfloat16 autocast)")
+    p.add_argument("--batches", default=d.batches, choices=("auto", "numpy", "tensor"),
+                   help="numpy: each sample made on the CPU; tensor: whole batches made on the device from images "
+                        "held there, JPEG and H.264 from a bank built once (default auto: tensor on CUDA)")
+    p.add_argument("--bank-variants", type=_int_at_least(1), default=d.bank_variants, metavar="N",
+                   help=f"tensor batches: JPEG and H.264 LRs per image in the bank (default {d.bank_variants})")
+    p.add_argument("--bank-workers", type=_int_at_least(0), default=d.bank_workers, metavar="N",
+                   help="processes building the bank (default 0: one per CPU)")
     p.add_argument("--time-budget", dest="time_budget_min", type=_number_at_least(0.0), default=d.time_budget_min, metavar="MIN",
                    help="total training time across resumes: the LR schedule ends there (default: by --steps)")
     p.add_argument("--time-limit", dest="time_limit_min", type=_number_at_least(0.0), default=d.time_limit_min, metavar="MIN",
                    help="stop this run (checkpointed) after MIN minutes (default 0: no limit)")
-    p.add_argument("--degradations", default=d.degradations, choices=("call", "clean"),
-                   help="call: blur, noise, JPEG and H.264 (default); clean: area downscaling only")
+    p.add_argument("--degradations", default=d.degradations, choices=("call", "photo", "clean"),
+                   help="call: blur, noise, JPEG and H.264 (default); photo: half clean, half JPEG; "
+                        "clean: area downscaling only")
     p.add_argument("--contrast", type=_number_pair, default=d.contrast, metavar="LOW,HIGH",
                    help="stretch each HR patch's contrast by a random gain in this range (default 1,1: off)")
     p.add_argument("--detail", type=_number_pair, default=d.detail, metavar="LOW,HIGH",

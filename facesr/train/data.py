@@ -178,20 +178,20 @@ class LRBank:
         path = Path(cache or cache_dir() / "h264") / f"bank-{digest}.npz"
         jobs = [(i, kind, v) for i in range(len(images)) for kind, count in (("h264", h264), ("jpeg", jpeg))
                 for v in range(count)]
-        if path.is_file():
+        if path.is_file():  # each LR stored as a PNG: lossless, a third of the bytes, a bank that travels
             with np.load(path) as z:
-                made = {job: z[_bank_key(*job)] for job in jobs}
+                made = {job: cv2.imdecode(z[_bank_key(*job)], cv2.IMREAD_UNCHANGED) for job in jobs}
         else:
             made = _build_bank(jobs, images, scale, spec, int(digest, 16) % 2**32, workers)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.stem + ".part.npz")
-            np.savez(tmp, **{_bank_key(*job): lr for job, lr in made.items()})
+            np.savez(tmp, **{_bank_key(*job): cv2.imencode(".png", lr)[1] for job, lr in made.items()})
             os.replace(tmp, path)
         return cls([[made[(i, "h264", v)] for v in range(h264)] for i in range(len(images))],
                    [[made[(i, "jpeg", v)] for v in range(jpeg)] for i in range(len(images))])
 
 
-LR_BANK_VERSION = 3  # bump when h264_call or camera_jpeg change, so stale caches are rebuilt
+LR_BANK_VERSION = 4  # bump when h264_call or camera_jpeg change, so stale caches are rebuilt
 
 
 def _bank_key(i: int, kind: str, v: int) -> str:
