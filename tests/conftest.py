@@ -58,3 +58,19 @@ def private_network() -> None:
         if os.environ.get("FACESR_NETNS") == "1":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser_tools():
+    """Chromium, ChromeDriver and Selenium, or a skip (a failure where FACESR_BROWSER=1 says they are there)."""
+    import os
+
+    from helpers import CHROMEDRIVER, CHROMIUM
+
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        message = f"{', '.join(missing)} absent: `bash setup.sh test` installs Debian's chromium and chromium-driver"
+        if os.environ.get("FACESR_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    pytest.importorskip("selenium")

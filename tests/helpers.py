@@ -212,3 +212,27 @@ def assert_clean_failure(proc, *words: str) -> None:
     assert lines[0].startswith("facesr: error:") and "Traceback" not in proc.stderr, lines[0]
     for word in words:
         assert word in lines[0], lines[0]
+
+
+# --- the browser tests: Debian's Chromium through Selenium ---------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = ROOT / "out" / "test-artifacts"  # screenshots the browser tests leave
+
+
+def chromium(camera: Path, profile: Path):
+    """Headless Chromium driven by Selenium, its fake camera playing `camera` (a .y4m), a fresh profile,
+    no background traffic."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 f"--use-file-for-fake-video-capture={camera}", "--allow-loopback-in-peer-connection",
+                 "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))

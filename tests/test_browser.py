@@ -7,7 +7,6 @@ namespace (conftest.private_network): the relay on 127.0.0.1, media over 10.213.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -21,22 +20,7 @@ import cv2
 import pytest
 
 from facesr.video import read_frames
-from helpers import ROOT, shared_path
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = ROOT / "out" / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser_tools():
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        message = f"{', '.join(missing)} absent: `bash setup.sh test` installs Debian's chromium and chromium-driver"
-        if os.environ.get("FACESR_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    pytest.importorskip("selenium")
+from helpers import ARTIFACTS, ROOT, chromium, shared_path
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +58,6 @@ def relay():
         proc.stderr.close()
 
 
-def _chromium(camera: Path, profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                 f"--use-file-for-fake-video-capture={camera}", "--allow-loopback-in-peer-connection",
-                 "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1000", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-
-
 def _wait_for(driver, script: str, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -105,7 +74,7 @@ def _wait_for(driver, script: str, timeout: float, what: str):
 @pytest.mark.browser
 @pytest.mark.shared_data
 def test_browser_page_shows_the_enhanced_stream_at_4x(private_network, browser_tools, fake_camera, relay, tmp_path):
-    driver = _chromium(fake_camera, tmp_path / "profile")
+    driver = chromium(fake_camera, tmp_path / "profile")
     try:
         driver.get(relay)
         driver.find_element("id", "start").click()

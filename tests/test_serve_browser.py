@@ -16,9 +16,8 @@ import urllib.request
 
 import cv2
 import pytest
-from test_browser import ARTIFACTS, _chromium, browser_tools  # noqa: F401  (a fixture)
 
-from helpers import ROOT
+from helpers import ARTIFACTS, ROOT, chromium
 
 
 @pytest.fixture()
@@ -55,13 +54,13 @@ def _wait(driver, script: str, timeout: float, what: str):
 @pytest.mark.slow
 @pytest.mark.network
 @pytest.mark.browser
-def test_page_upload_compare_download(private_network, browser_tools, server, astronaut, tmp_path):  # noqa: F811
+def test_page_upload_compare_download(private_network, browser_tools, server, astronaut, tmp_path):
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), astronaut[..., ::-1])
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver = _chromium(photo, tmp_path / "profile")  # (the fake camera flag is unused here)
+    driver = chromium(photo, tmp_path / "profile")  # (the fake camera flag is unused here)
     try:
         driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
         driver.get(server)
