@@ -57,12 +57,15 @@ def _add_scale_arg(p: argparse.ArgumentParser) -> None:
                         "a .safetensors --model brings its own)")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+MODEL_HELP = ("lite (for calls: compressed video), lite-photo (for photos: clean or JPEG), lite-gan, srresnet, "
+              "srgan or a .safetensors file; a GAN model with @STRENGTH blends it with its pixel model: srgan@0.5 "
+              "is half way from srresnet, @0 the pixel model, @1 as trained, up to @1.5 for more texture")
+
+
+def _add_model_args(p: argparse.ArgumentParser, use: str = "call") -> None:
     _add_scale_arg(p)
-    p.add_argument("--model", default=None,
-                   help="srresnet, srgan, lite, lite-gan or a .safetensors file (default: lite on CPU, srgan on CUDA); "
-                        "a GAN model with @STRENGTH blends it with its pixel model: srgan@0.5 is half way from "
-                        "srresnet, @0 the pixel model, @1 as trained, up to @1.5 for more texture")
+    default = "lite-photo" if use == "photo" else "lite"
+    p.add_argument("--model", default=None, help=f"{MODEL_HELP} (default: {default} on CPU, srgan on CUDA)")
     _add_device_args(p)
 
 
@@ -94,12 +97,12 @@ def _add_parallel_frames_arg(p: argparse.ArgumentParser) -> None:
                         "tracking keep frame order (default 2; 1: frame by frame)")
 
 
-def _enhancer_options(args: argparse.Namespace):
+def _enhancer_options(args: argparse.Namespace, use: str = "call"):
     from .options import EnhancerOptions
 
     return EnhancerOptions(model=args.model, scale=args.scale, detector=args.detector,
                            detector_model=args.detector_model, device=args.device, precision=args.precision,
-                           detect_every=args.detect_every)
+                           detect_every=args.detect_every, use=use)
 
 
 def _data_arg(value: str | None, sub: str) -> Path | None:
@@ -175,13 +178,13 @@ def cmd_image(args: argparse.Namespace) -> None:
         from .superres import SuperResolver, upscale_tiled
         from .weights import load_generator
 
-        resolver = SuperResolver(load_generator(model_name(args.model, args.device), args.scale),
+        resolver = SuperResolver(load_generator(model_name(args.model, args.device, "photo"), args.scale),
                                  args.device, args.precision)
         enhance_files(jobs, lambda img: upscale_tiled(img, resolver, tile=args.tile))
     else:
         from .enhancer import Enhancer
 
-        enhancer = Enhancer.from_options(_enhancer_options(args))
+        enhancer = Enhancer.from_options(_enhancer_options(args, use="photo"))
         try:
             enhance_files(jobs, enhancer, still=True)
         finally:
@@ -336,7 +339,7 @@ def _image_parser(sub) -> None:
     p = sub.add_parser("image", help="enhance an image, or a folder of images")
     p.add_argument("input", help="an image file or a folder of images")
     p.add_argument("output", help="an image file (.png, .jpg, ...) or, for a folder in, a folder (PNGs, same stems)")
-    _add_model_args(p)
+    _add_model_args(p, use="photo")
     _add_face_args(p)
     p.add_argument("--full-frame", action="store_true", help="run the generator on the whole image, not only the faces")
     p.add_argument("--tile", type=_int_at_least(16), default=192, metavar="N",

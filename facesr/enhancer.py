@@ -113,7 +113,7 @@ def enhancer_factory(opts: EnhancerOptions) -> tuple[Callable[[], "Enhancer"], s
     """(make, device): `make()` gives a new Enhancer per stream (each its own tracker), all
     sharing one loaded generator. Fails now, with one line, if the model or detector cannot load."""
     device = str(resolve_device(opts.device))
-    generator = load_generator(model_name(opts.model, device), opts.scale)
+    generator = load_generator(model_name(opts.model, device, opts.use), opts.scale)
 
     def make() -> Enhancer:
         return Enhancer.from_options(opts, generator=generator)
@@ -189,11 +189,12 @@ class Enhancer:
     def from_options(cls, opts: "EnhancerOptions", *, generator: Generator | None = None, fps: float = 30.0,
                      background_only: bool = False, workers: int = 1) -> "Enhancer":
         """An Enhancer as `opts` say; `generator` (already loaded, shared by several) overrides opts.model."""
-        enhancer = cls(generator if generator is not None else opts.model, opts.scale, detector=opts.detector,
+        model = generator if generator is not None else model_name(opts.model, opts.device, opts.use)
+        enhancer = cls(model, opts.scale, detector=opts.detector,
                        detector_model=opts.detector_model, device=opts.device, precision=opts.precision,
                        detect_every=opts.detect_every, fps=fps, background_only=background_only, workers=workers)
         if generator is not None and not background_only:
-            enhancer.model_name = model_name(opts.model, opts.device)
+            enhancer.model_name = model_name(opts.model, opts.device, opts.use)
         return enhancer
 
     @property

@@ -69,8 +69,10 @@ VARIANTS: dict[str, GeneratorConfig] = {
 }
 
 # The shipped models, named as in the paper: each architecture trained with a pixel loss
-# ("srresnet", "lite") and then fine-tuned adversarially ("srgan", "lite-gan").
-MODELS: dict[str, str] = {"srresnet": "srresnet", "srgan": "srresnet", "lite": "lite", "lite-gan": "lite"}
+# ("srresnet", "lite") and then fine-tuned adversarially ("srgan", "lite-gan"); "lite-photo" is
+# "lite" trained on what photos go through instead of calls.
+MODELS: dict[str, str] = {"srresnet": "srresnet", "srgan": "srresnet", "lite": "lite", "lite-gan": "lite",
+                          "lite-photo": "lite"}  # lite trained for photos (clean and JPEG), not calls
 PIXEL_MODEL: dict[str, str] = {"srgan": "srresnet", "lite-gan": "lite"}  # where each GAN model starts
 
 

@@ -19,3 +19,4 @@ class EnhancerOptions:
     device: str = "auto"
     precision: str = "auto"
     detect_every: int = DETECT_EVERY
+    use: str = "call"  # what the default model is chosen for: "call" (video, stream) or "photo" (image)

@@ -7,7 +7,9 @@
   AMX); else float32. Each choice is the fastest measured on that kind of CPU for a cost of
   at most a few hundredths of a dB (docs/performance.md). Only the network's residual runs in
   the lower precision: the bicubic upscale it adds to stays float32.
-* Default model: `lite` on a CPU, the paper's `srgan` on CUDA (weights/MODEL_CARD.md).
+* Default model, by use: for calls (`video`, `stream`, `bench`, `eval`) `lite` on a CPU; for
+  photos (`image`) `lite-photo`, the same network trained on clean and JPEG input; the paper's
+  `srgan` on CUDA for both (weights/MODEL_CARD.md).
 
 `plan(generator, device, precision)` turns the user's "auto"/names into one `Plan`, which
 `SuperResolver` follows: nothing below it decides again.
@@ -27,7 +29,7 @@ from .models import Generator
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PRECISION_CHOICES = ("auto", "int8", *PRECISIONS)
-DEFAULT_MODELS = {"cpu": "lite", "cuda": "srgan"}
+DEFAULT_MODELS = {"call": {"cpu": "lite", "cuda": "srgan"}, "photo": {"cpu": "lite-photo", "cuda": "srgan"}}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -40,19 +42,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def default_model(device: str | torch.device = "auto") -> str:
-    """The model that runs when none is named: `lite` on a CPU, `srgan` on CUDA."""
+def default_model(device: str | torch.device = "auto", use: str = "call") -> str:
+    """The model that runs when none is named, for `use` ("call" or "photo") on `device`."""
     name = device.type if isinstance(device, torch.device) else device
     if name == "auto":
         name = resolve_device("auto").type
-    if name not in DEFAULT_MODELS:
+    if name not in DEFAULT_MODELS[use]:
         raise UserError(f"--device {name}: choose auto, cpu or cuda")
-    return DEFAULT_MODELS[name]
+    return DEFAULT_MODELS[use][name]
 
 
-def model_name(spec: str | None, device: str | torch.device = "auto") -> str:
-    """`--model` as given, or the device's default model where none is."""
-    return spec or default_model(device)
+def model_name(spec: str | None, device: str | torch.device = "auto", use: str = "call") -> str:
+    """`--model` as given, or the default model for `use` on the device where none is."""
+    return spec or default_model(device, use)
 
 
 def model_names(spec: str | None, device: str | torch.device = "auto") -> list[str]:

@@ -29,6 +29,9 @@ Design notes:
   output is converted with BT.709 limited range and tagged so.
 * **Frame size.**  ``transform`` always gets frames of the probed (first) size:
   a stream that changes resolution midway is scaled back to it.
+* **Rotation.**  A display matrix (a phone's portrait clip: landscape frames that players
+  turn) is applied: frames are turned upright after decoding, :func:`probe` gives the upright
+  size, and the output is written upright, with no matrix.
 * **Damaged or cut-off input.**  A packet that fails to decode is skipped, and a
   read error part way ends the input there; what was decoded is written and the
   returned stats say what was lost (``incomplete``: "decoded 64 of 150 frames
@@ -36,13 +39,16 @@ Design notes:
   a :class:`UserError`.
 * **Atomic output.**  The result is written to a hidden temporary file beside
   ``dst`` and renamed onto it only on success; on any failure (including
-  Ctrl-C) the temporary file is removed and an existing ``dst`` is untouched.
+  Ctrl-C, a full disk) the temporary file is removed and an existing ``dst`` is
+  untouched. Where the folder has become read-only so that it cannot be removed,
+  it is emptied and the error says so.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -89,6 +95,18 @@ class VideoInfo:
     duration: float | None  # seconds
     has_audio: bool
     frames_exact: bool = False  # `frames` is the count the container records, not an estimate from the duration
+    rotation: int = 0  # degrees counterclockwise (0, 90, 180, 270) the stored frames are turned to show them upright;
+    # width and height are the upright size
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """(width, height) of the frames as decoded, before turning them upright."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+
+
+def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """A decoded frame turned as its display matrix says (`VideoInfo.rotation`)."""
+    return np.ascontiguousarray(np.rot90(rgb, rotation // 90)) if rotation else rgb
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -133,9 +151,9 @@ def transcode(
     container, info = _open_input(src)
     out = None
     tmp = None
+    fd = -1  # kept open on the temporary file: it can still be emptied if the folder turns read-only
     try:
         fd, tmp_name = _make_temp(dst)
-        os.close(fd)
         tmp = Path(tmp_name)
         with _errors_as_user_error(dst, "cannot write"):
             out = av.open(str(tmp), "w", format=fmt)
@@ -143,18 +161,36 @@ def transcode(
         stats = run.run(transform, progress, desc)
         with _errors_as_user_error(dst, "cannot finish writing"):
             out.close()
-        os.replace(tmp, dst)
+        with _errors_as_user_error(dst, "cannot move the finished video into place"):
+            os.replace(tmp, dst)
         return stats
-    except BaseException:
+    except BaseException as exc:
         if out is not None:
             with contextlib.suppress(Exception):
                 out.close()
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        left = _remove_temp(tmp, fd) if tmp is not None else None
+        if left and isinstance(exc, UserError):
+            raise UserError(f"{exc}; {left}") from None
         raise
     finally:
+        if fd >= 0:
+            os.close(fd)
         container.close()
+
+
+def _remove_temp(tmp: Path, fd: int) -> str | None:
+    """Remove the temporary output; where that is impossible (a folder made read-only part way),
+    empty it through the descriptor still open on it. None, or what was left behind."""
+    try:
+        tmp.unlink(missing_ok=True)
+        return None
+    except OSError as exc:
+        why = _reason(exc)
+    try:
+        os.ftruncate(fd, 0)
+        return f"could not remove the temporary file {tmp} ({why}): it is left empty"
+    except OSError:
+        return f"could not remove the temporary file {tmp} ({why})"
 
 
 # --- input -------------------------------------------------------------------------------
@@ -175,16 +211,38 @@ def _open_input(path: Path):
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable video file ({_reason(exc)})") from None
     try:
-        return container, _describe(container, path)
+        info = _describe(container, path)
+        rotation = _display_rotation(path)
     except BaseException:
         container.close()
         raise
+    if rotation:
+        w, h = (info.height, info.width) if rotation in (90, 270) else (info.width, info.height)
+        info = dataclasses.replace(info, width=w, height=h, rotation=rotation)
+    return container, info
+
+
+def _display_rotation(path: Path, max_packets: int = 64) -> int:
+    """The first video frame's display matrix as a turn of 0, 90, 180 or 270 degrees counterclockwise
+    (the nearest quarter turn). FFmpeg gives the matrix with the decoded frames, so one is decoded
+    here, from a container of its own; 0 where none decodes."""
+    try:
+        with av.open(str(path), "r") as container:
+            stream = container.streams.video[0]
+            for i, packet in enumerate(container.demux(stream)):
+                if i >= max_packets:
+                    break
+                for frame in _decode(packet, path, "video") or []:
+                    return round((frame.rotation or 0) / 90) % 4 * 90
+    except (av.FFmpegError, OSError, ValueError, IndexError, AttributeError):
+        pass
+    return 0
 
 
 def read_frames(path: str | os.PathLike, limit: int | None = None) -> Iterator[np.ndarray]:
     """The first `limit` (default all) decoded frames of a video as (H, W, 3) uint8 RGB."""
     path = Path(path)
-    container, _ = _open_input(path)
+    container, info = _open_input(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -194,7 +252,7 @@ def read_frames(path: str | os.PathLike, limit: int | None = None) -> Iterator[n
                 if limit is not None and count >= limit:
                     return
                 count += 1
-                yield frame.to_ndarray(format="rgb24")
+                yield upright(frame.to_ndarray(format="rgb24"), info.rotation)
     finally:
         container.close()
 
@@ -507,7 +565,8 @@ class _Transcoder:
         for frame in frames:
             # Scaled to the probed size, so a mid-stream resolution change (common in recorded
             # calls) still gives the transform the frame size it was set up for.
-            rgb = frame.to_ndarray(format="rgb24", width=self.info.width, height=self.info.height)
+            w, h = self.info.stored_size
+            rgb = upright(frame.to_ndarray(format="rgb24", width=w, height=h), self.info.rotation)
             self.decode_ms.append((time.perf_counter() - t0) * 1000.0)
             if not self.decoded.put(_VideoFrame(rgb, frame.pts, frame.time_base)):
                 return False

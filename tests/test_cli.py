@@ -146,6 +146,21 @@ def test_image_file_and_folder(astronaut, grace_hopper, tmp_path):
     assert read_rgb(tmp_path / "full.png").shape == (512, 512, 3)
 
 
+def test_image_runs_the_photo_model_and_video_the_call_model_by_default(astronaut, tmp_path):
+    from facesr.enhancer import Enhancer
+
+    lr = astronaut[::4, ::4]
+    write_rgb(tmp_path / "in.png", lr)
+    assert facesr("image", tmp_path / "in.png", tmp_path / "out.png").returncode == 0
+    got = read_rgb(tmp_path / "out.png")
+    photo, call = Enhancer("lite-photo", 4, device="cpu"), Enhancer("lite", 4, device="cpu")
+    try:
+        assert np.array_equal(got, photo(lr)) and not np.array_equal(got, call(lr))
+    finally:
+        photo.close()
+        call.close()
+
+
 # --- bad input: one line, non-zero exit, nothing left behind ----------------------------
 
 

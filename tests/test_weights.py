@@ -58,6 +58,7 @@ def test_default_models_are_lite_on_cpu_and_srgan_on_cuda():
     from facesr.runtime import default_model
 
     assert default_model("cpu") == "lite" and default_model("cuda") == "srgan"
+    assert default_model("cpu", "photo") == "lite-photo" and default_model("cuda", "photo") == "srgan"
 
 
 def test_an_unknown_model_name_is_a_user_error():

@@ -90,15 +90,25 @@ def load_clip(path: str, size: tuple[int, int], frames: int = 150) -> list[np.nd
 
 
 class ClipTrack(VideoStreamTrack):
-    """A camera that plays `frames` in a loop at 30 fps, each stamped with its number."""
+    """A camera that plays `frames` in a loop at 30 fps, each stamped with its number.
 
-    def __init__(self, frames: list[np.ndarray]) -> None:
+    stops_after: seconds after which the camera goes quiet (sends nothing more, the track
+    still live and the connection still open), as a camera that froze or was unplugged.
+    """
+
+    def __init__(self, frames: list[np.ndarray], stops_after: float | None = None) -> None:
         super().__init__()
         self.frames = frames
         self.count = 0
         self.sent_at: dict[int, float] = {}  # stamp -> time handed to the encoder
+        self.stops_after = stops_after
+        self._started: float | None = None
 
     async def recv(self):
+        now = time.perf_counter()
+        self._started = self._started if self._started is not None else now
+        if self.stops_after is not None and now - self._started >= self.stops_after:
+            await asyncio.Event().wait()  # silent from now on, until the connection closes
         pts, time_base = await self.next_timestamp()
         n = self.count
         self.count += 1
@@ -119,6 +129,7 @@ class ClientResult:
     received_at: list[float] = field(default_factory=list)  # per received frame: seconds since the first
     audio_frames: int = 0
     stats: dict = field(default_factory=dict)  # the relay's last stats message
+    states: list = field(default_factory=list)  # (seconds since connecting, connection state) as they changed
     last_frame: np.ndarray | None = None
 
     def percentile(self, q: float) -> float:
@@ -139,21 +150,30 @@ class ClientResult:
 
 
 async def run_client(url: str, frames: list[np.ndarray] | None, seconds: float, *, mode: str = "facesr",
-                     audio: bool = False, warmup: float = 0.0) -> ClientResult:
+                     audio: bool = False, warmup: float = 0.0, camera_stops_after: float | None = None,
+                     result: ClientResult | None = None) -> ClientResult:
     """Connect to the relay at `url`, send `frames` as a camera for `seconds`, measure what comes back.
 
     frames=None connects as a viewer (receive only) of a relay serving a local source.
     mode "bicubic" asks the relay for its bicubic-only path. warmup: seconds of received
-    frames left out of the result.
+    frames left out of the result. camera_stops_after: the camera goes quiet after that many
+    seconds while the connection stays open (ClipTrack). result: a ClientResult to fill as
+    frames come (for a caller that watches it live); a new one by default.
     """
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    result = ClientResult()
+    result = result if result is not None else ClientResult()
+    t_connect = time.perf_counter()
     if frames is None:  # a viewer of the relay's own source
         track = None
         pc.addTransceiver("video", direction="recvonly")
     else:
-        track = ClipTrack(frames)
+        track = ClipTrack(frames, stops_after=camera_stops_after)
         pc.addTrack(track)
+
+    @pc.on("connectionstatechange")
+    def on_state() -> None:
+        result.states.append((round(time.perf_counter() - t_connect, 2), pc.connectionState))
+
     if audio:
         pc.addTrack(AudioStreamTrack())
     channel = pc.createDataChannel("facesr")

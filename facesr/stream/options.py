@@ -17,6 +17,8 @@ class StreamOptions:
     max_offer_bytes: int = 64 * 1024  # larger offers get 413
     threads: int = 2  # threads running Enhancers, shared by all peers
     peer_timeout: float = 10.0  # seconds: close a peer whose camera sends nothing this long
+    request_timeout: float = 10.0  # seconds for a client to send its whole request (and the idle keep-alive)
+    max_candidates: int = 64  # ICE candidates an offer may carry; more get 400
     bitrate: int | None = None  # outgoing video, bps; None: 0.08 bit per output pixel at 30 fps
     ice_servers: tuple[str, ...] = field(default_factory=tuple)  # STUN servers for peers behind NAT
     scale: int = 4

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..errors import UserError
 from .options import StreamOptions
-from .server import Relay, bitrate_for, set_video_bitrate
+from .server import Relay, bitrate_for, release_frame_memory, set_video_bitrate
 
 log = logging.getLogger("facesr.stream")
 
@@ -27,9 +27,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `app` on host:port (0: any free port); returns the runner and the bound port."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+async def start_site(app: web.Application, host: str, port: int,
+                     request_timeout: float = StreamOptions.request_timeout) -> tuple[web.AppRunner, int]:
+    """Serve `app` on host:port (0: any free port); returns the runner and the bound port.
+
+    A connection that has not sent a whole request's headers, or sits idle between requests,
+    for `request_timeout` seconds is closed (aiohttp's keep-alive timer covers both), so slow
+    or stalled clients cannot pile up; Relay.offer bounds the body's time.
+    """
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=request_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -53,6 +59,7 @@ def run_stream(opts: StreamOptions, make_enhancer: Callable[[], object], device:
               f"address can send you video (limits: {opts.max_peers} peers, offers up to {opts.max_offer_bytes} bytes)",
               file=sys.stderr)
 
+    release_frame_memory()  # a long-running process: freed frames go back to the system
     source = sink = None
     if opts.input is not None:
         from .source import LocalSource
@@ -95,13 +102,15 @@ async def _serve(opts: StreamOptions, make_enhancer, device: str, source, sink) 
         out = source.out_size if source is not None else (320 * opts.scale, 180 * opts.scale)
         set_video_bitrate(opts.bitrate or bitrate_for(*out))
         relay = Relay(make_enhancer, opts, source=source, device=device)
-        runner, port = await start_site(relay.app, opts.host, opts.port)
+        runner, port = await start_site(relay.app, opts.host, opts.port, opts.request_timeout)
         host = f"[{opts.host}]" if ":" in opts.host else opts.host
         print(f"facesr stream: open http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr)
     try:
         while not stop.is_set():
             if source is not None and source.finished and (sink is not None or not opts.webrtc):
                 break  # a file played to its end, with no browsers to serve
+            if source is not None and source.error:
+                break  # the camera was lost: say so (run_stream) and stop, rather than serve a still picture
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except asyncio.TimeoutError:

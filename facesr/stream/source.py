@@ -72,6 +72,7 @@ class LocalSource:
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
         is_file = "://" not in src and not src.startswith("/dev/")
+        self.is_camera = src.startswith("/dev/video")
         self.realtime = is_file if realtime is None else realtime  # files play at their own speed, like a camera
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else 30.0
@@ -134,14 +135,23 @@ class LocalSource:
                             return
                     self.raw.put(SourceFrame(i420_to_rgb(frame), time.perf_counter(), self.frames_read))
                     self.frames_read += 1
+                if self.is_camera and not self._stop.is_set():
+                    self._lost("it stopped sending")  # a camera has no end: it was unplugged or failed
+                    return
                 if not self.loop:
                     return
                 self.container.seek(0)
                 offset += last + 1.0 / self.fps
         except (av.FFmpegError, OSError) as exc:
-            self.error = f"--input {self.src}: {exc}"
+            if not self._stop.is_set():
+                self._lost(getattr(exc, "strerror", None) or str(exc))
+        except Exception as exc:  # anything else PyAV or a frame throws: said in one line, not a thread traceback
+            self._lost(f"{type(exc).__name__}: {exc}")
         finally:
             self.raw.close()
+
+    def _lost(self, why: str) -> None:
+        self.error = f"--input {self.src}: lost after {self.frames_read} frames ({why})"
 
     def _enhance(self) -> None:
         last = 0
@@ -160,5 +170,7 @@ class LocalSource:
                 self.frames_enhanced += 1
         except SlotClosed:
             pass
+        except Exception as exc:  # a failing Enhancer: the stream says so and stops, not a thread traceback
+            self.error = self.error or f"--input {self.src}: enhancing failed ({type(exc).__name__}: {exc})"
         finally:
             self.output.close()
