@@ -265,7 +265,7 @@ class Peer:
         await self.pc.close()
         if isinstance(self.video, EnhancedTrack):
             await asyncio.get_running_loop().run_in_executor(self.relay.executor, self.video.release)
-        await asyncio.get_running_loop().run_in_executor(None, trim_memory)
+        await asyncio.get_running_loop().run_in_executor(self.relay.executor, trim_memory)  # no new thread
         self._closed.set()
 
 
