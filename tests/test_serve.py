@@ -351,7 +351,7 @@ def test_page_and_config(private_network):
             assert 'id="drop"' in await page.text() and (await client.get("/app.js")).status == 200
             c = await (await client.get("/api/config")).json()
             assert c["default_model"] == "srgan" and c["default_strength"] == 0.5
-            assert set(c["models"]) == {"lite", "lite-gan", "srresnet", "srgan"}
+            assert set(c["models"]) == {"lite", "lite-photo", "lite-gan", "srresnet", "srgan"}
             assert c["gan_models"] == {"srgan": "srresnet", "lite-gan": "lite"} and c["max_upload_mb"] == 50
 
     run(go())

@@ -284,26 +284,28 @@ class JobQueue:
             self.peak_running = max(self.peak_running, self.running)
         job.started = time.monotonic()
         job.state = "running"
+        state, error = "failed", "interrupted"
         try:
             if job.media.kind == "image":
                 self._image(job)
             else:
                 self._video(job)
-            job.state = "done"
+            state, error = "done", None
         except Cancelled:
-            job.state, job.error = "failed", "cancelled"
+            error = "cancelled"
         except UserError as exc:
-            job.state, job.error = "failed", self._public(job, str(exc))
+            error = self._public(job, str(exc))
         except Exception as exc:  # a bug: the job fails with one line, the server stays up
             log.exception("job %s failed", job.id)
-            job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {self._public(job, str(exc))}"
+            error = f"internal error: {type(exc).__name__}: {self._public(job, str(exc))}"
         finally:
             job.finished = time.monotonic()
             job.seconds = job.finished - job.started
             with self._lock:
                 self.running -= 1
-            if job.state == "failed":
+            if state == "failed":
                 self._delete_files(job)
+            job.state, job.error = state, error  # published last: a failed job's files are gone by then
 
     def _public(self, job: Job, message: str) -> str:
         """An error for the page: the server's paths replaced by what the person uploaded, one line."""
