@@ -42,7 +42,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesr.stream.client import PRIVATE_ADDRESS, ClientResult, private_network_problem
+from facesr.stream.client import ClientResult, private_network_problem, reexec_in_private_network
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,16 +78,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def reexec_in_private_network() -> None:
-    if os.environ.get("FACESR_BENCH_NETNS") == "1" or not shutil.which("unshare"):
-        sys.exit("run this inside a private network namespace: unshare -n sh -c "
-                 f"'ip link set lo up && ip addr add {PRIVATE_ADDRESS}/32 dev lo && python {' '.join(sys.argv)}'")
-    script = f'ip link set lo up && ip addr add {PRIVATE_ADDRESS}/32 dev lo && exec "$@"'
-    os.environ["FACESR_BENCH_NETNS"] = "1"
-    for ns in (["unshare", "-n"], ["unshare", "-rn"]):
-        os.execvp(ns[0], [*ns, "sh", "-c", script, "sh", sys.executable, *sys.argv])
 
 
 # --- the relay process --------------------------------------------------------------------------

@@ -19,21 +19,10 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
-from facesr.stream.client import PRIVATE_ADDRESS, private_network_problem
-
-
-def reexec_in_private_network() -> None:
-    if os.environ.get("FACESR_BENCH_NETNS") == "1" or not shutil.which("unshare"):
-        sys.exit("run this inside a private network namespace: unshare -n sh -c "
-                 f"'ip link set lo up && ip addr add {PRIVATE_ADDRESS}/32 dev lo && python {' '.join(sys.argv)}'")
-    script = f'ip link set lo up && ip addr add {PRIVATE_ADDRESS}/32 dev lo && exec "$@"'
-    os.environ["FACESR_BENCH_NETNS"] = "1"
-    for ns in (["unshare", "-n"], ["unshare", "-rn"]):
-        os.execvp(ns[0], [*ns, "sh", "-c", script, "sh", sys.executable, *sys.argv])
+from facesr.stream.client import private_network_problem, reexec_in_private_network
 
 
 async def measure(args) -> dict:

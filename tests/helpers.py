@@ -236,3 +236,42 @@ def chromium(camera: Path, profile: Path):
                  "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1000", f"--user-data-dir={profile}"):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+
+
+@contextlib.contextmanager
+def facesr_server(*args: str):
+    """`facesr ARGS` (stream --webrtc, serve) as users run it, as a process on a free port: yields its URL
+    once it says where it listens, and stops it with Ctrl-C."""
+    import re
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "facesr", *args, "--port", "0"], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if m := re.search(r"open (http://\S+/)", line):
+                yield m.group(1)
+                break
+        else:
+            pytest.fail(f"facesr {' '.join(args)} never said where it listens")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        proc.stderr.close()
+
+
+def wait_for(driver, script: str, timeout: float, what: str):
+    """The truthy value of `script` in the page once it has one; an AssertionError naming `what` after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.2)
+    status = driver.execute_script("var s = document.getElementById('status'); return s ? s.textContent : ''")
+    raise AssertionError(f"timed out waiting for {what} (page status: {status})")

@@ -7,11 +7,7 @@ namespace (conftest.private_network): the relay on 127.0.0.1, media over 10.213.
 
 from __future__ import annotations
 
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +16,7 @@ import cv2
 import pytest
 
 from facesr.video import read_frames
-from helpers import ARTIFACTS, ROOT, chromium, shared_path
+from helpers import ARTIFACTS, chromium, facesr_server, shared_path, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -40,33 +36,8 @@ def fake_camera(tmp_path_factory) -> Path:
 @pytest.fixture()
 def relay():
     """`facesr stream --webrtc` as users run it, on a free port."""
-    proc = subprocess.Popen([sys.executable, "-m", "facesr", "stream", "--webrtc", "--port", "0"], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stderr:
-            if m := re.search(r"open (http://\S+/)", line):
-                yield m.group(1)
-                break
-        else:
-            pytest.fail("the relay never said where it listens")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        proc.stderr.close()
-
-
-def _wait_for(driver, script: str, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.25)
-    status = driver.execute_script("return document.getElementById('status').textContent")
-    raise AssertionError(f"timed out waiting for {what} (page status: {status})")
+    with facesr_server("stream", "--webrtc") as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -78,9 +49,9 @@ def test_browser_page_shows_the_enhanced_stream_at_4x(private_network, browser_t
     try:
         driver.get(relay)
         driver.find_element("id", "start").click()
-        _wait_for(driver, "const v = document.getElementById('remote'); return v.videoWidth === 1280 && "
+        wait_for(driver, "const v = document.getElementById('remote'); return v.videoWidth === 1280 && "
                           "v.videoHeight === 720 && v.currentTime > 1", 60, "the enhanced video at 1280x720")
-        _wait_for(driver, "return document.getElementById('out-size').textContent === '1280x720'", 20,
+        wait_for(driver, "return document.getElementById('out-size').textContent === '1280x720'", 20,
                   "the relay's stats")
         time.sleep(2.0)  # a few seconds of stream for the stats window
         text = lambda i: driver.find_element("id", i).text  # noqa: E731
@@ -100,7 +71,7 @@ def test_browser_page_shows_the_enhanced_stream_at_4x(private_network, browser_t
         assert png is not None and png.shape[1] >= 1000
 
         driver.find_element("id", "bicubic").click()  # the compare switch
-        _wait_for(driver, "return document.getElementById('mode').textContent.startsWith('bicubic')", 10,
+        wait_for(driver, "return document.getElementById('mode').textContent.startsWith('bicubic')", 10,
                   "the relay to switch to bicubic")
     finally:
         driver.quit()

@@ -7,48 +7,20 @@ out/test-artifacts/serve_*.png.
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 
 import cv2
 import pytest
 
-from helpers import ARTIFACTS, ROOT, chromium
+from helpers import ARTIFACTS, chromium, facesr_server, wait_for
 
 
 @pytest.fixture()
 def server():
     """`facesr serve` as users run it, on a free port."""
-    proc = subprocess.Popen([sys.executable, "-m", "facesr", "serve", "--port", "0"], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stderr:
-            if m := re.search(r"open (http://\S+/)", line):
-                yield m.group(1)
-                break
-        else:
-            pytest.fail("facesr serve never said where it listens")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        proc.stderr.close()
-
-
-def _wait(driver, script: str, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (page status: {driver.find_element('id', 'status').text})")
+    with facesr_server("serve") as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -64,10 +36,10 @@ def test_page_upload_compare_download(private_network, browser_tools, server, as
     try:
         driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
         driver.get(server)
-        _wait(driver, "return document.getElementById('model').options.length > 0", 15, "the config")
+        wait_for(driver, "return document.getElementById('model').options.length > 0", 15, "the config")
         driver.save_screenshot(str(ARTIFACTS / "serve_empty.png"))
         driver.find_element("id", "file").send_keys(str(photo))
-        job_id = _wait(driver, "return document.body.dataset.compareReady", 90, "the compare view")
+        job_id = wait_for(driver, "return document.body.dataset.compareReady", 90, "the compare view")
         sizes = driver.execute_script("""
             const b = document.getElementById('before'), a = document.getElementById('after');
             const rb = b.getBoundingClientRect(), ra = a.getBoundingClientRect();
