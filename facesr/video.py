@@ -216,8 +216,8 @@ def _open_input(path: Path):
     except BaseException:
         container.close()
         raise
-    if rotation:
-        w, h = (info.height, info.width) if rotation in (90, 270) else (info.width, info.height)
+    if rotation:  # the stored size read as the upright one's, turned: the same swap as stored_size
+        w, h = dataclasses.replace(info, rotation=rotation).stored_size
         info = dataclasses.replace(info, width=w, height=h, rotation=rotation)
     return container, info
 

@@ -90,9 +90,7 @@ class TensorBatches:
             lrs.append(lr)
             hrs.append(hr)
         order = torch.randperm(n, generator=self.gen, device=self.device)
-        lr, hr = torch.cat(lrs)[order], torch.cat(hrs)[order]
-        fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        return (lr / 255.0).contiguous(memory_format=fmt), (hr / 255.0).contiguous(memory_format=fmt)
+        return torch.cat(lrs)[order] / 255.0, torch.cat(hrs)[order] / 255.0  # the loop sets the memory format
 
     # --- HR patches ----------------------------------------------------------------------
 
