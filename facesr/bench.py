@@ -25,7 +25,7 @@ import numpy as np
 from .errors import UserError
 
 SIZES = {"320x180": (320, 180), "160x90": (160, 90), "480x270": (480, 270)}
-PLOT_STAGES = ("decode", "background", "detect", "track", "sr", "blend", "encode")
+PLOT_STAGES = ("decode", "background", "detect", "track", "memory", "sr", "blend", "encode")
 
 
 def time_path(clip: Path, enhancer, scale: int, size: tuple[int, int]) -> dict:
@@ -129,7 +129,7 @@ def format_row(row: dict) -> str:
     cell = lambda k: f"{st[k]['p50']:.1f}/{st[k]['p95']:.1f}/{st[k]['p99']:.1f}" if k in st else "-"  # noqa: E731
     return (f"{row['size']:>7} -> {row['out']:<9} {row['scene']:<8} {model_label(row):<9} {row['fps']:>6.1f} fps "
             f"(bicubic-only {row['bicubic_fps']:.1f}, {row['time_ratio']:.2f}x)  ms p50/p95/p99: "
-            + "  ".join(f"{k} {cell(k)}" for k in ("decode", "detect", "track", "sr", "blend", "encode")))
+            + "  ".join(f"{k} {cell(k)}" for k in ("decode", "detect", "track", "memory", "sr", "blend", "encode") if k in st))
 
 
 def plot(report: dict, path: str | Path) -> None:

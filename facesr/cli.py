@@ -451,7 +451,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--eval-dir", default=d.eval_dir,
                    help="folder of evaluation faces ('' for none; default: the data folder's faces/eval)")
     p.add_argument("--model", default=d.model,
-                   help=f"srresnet or lite (pixel loss), srgan or lite-gan (adversarial fine-tune of those; default {d.model})")
+                   help=f"srresnet or lite (pixel loss), srgan or lite-gan (adversarial fine-tune of those), lite-photo, "
+                        f"or lite-call (recurrent, on sequences; default {d.model})")
     p.add_argument("--scale", type=int, default=d.scale, choices=(2, 4), help=f"upscaling factor to train (default {d.scale})")
     p.add_argument("--out", default=d.out, help="checkpoint folder (default <cache>/train/MODEL-xSCALE, cache ~/.cache/facesr)")
     p.add_argument("--steps", type=_int_at_least(1), default=d.steps, help=f"(default {d.steps})")
@@ -484,6 +485,13 @@ def _train_parser(sub) -> None:
     p.add_argument("--photos", type=_int_at_least(0), default=d.photos, metavar="N",
                    help="also train on N crops of the real photos scikit-image ships (a cat, coffee, a rocket, "
                         "a motorcycle): real-camera texture the synthetic faces lack (default 0)")
+    r = p.add_argument_group("recurrent models (lite-call)")
+    r.add_argument("--frames", type=_int_at_least(2), default=d.frames,
+                   help=f"frames per training run, backpropagated through time (default {d.frames})")
+    r.add_argument("--clips", default=d.clips,
+                   help="folder of talking-head training clips (default: the data folder's videos_train)")
+    r.add_argument("--sequence-stills", type=_int_at_least(0), default=d.sequence_stills, metavar="N",
+                   help=f"still faces from --data set in motion as sequences beside the clips (default {d.sequence_stills})")
     p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
                    help="evaluate and export a moving average of the generator's weights with this decay "
                         "(default 0.999 for srgan and lite-gan, 0 (off) for the pixel models)")

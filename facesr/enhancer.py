@@ -20,6 +20,7 @@ import numpy as np
 
 from .blend import HOLD_LEVELS, MARGIN, Crop, Held, face_crop, hold_small_changes, paste_residual
 from .detect import FaceDetector
+from .memory import Remembered, align, flow, memory_channels
 from .models import Generator
 from .options import EnhancerOptions
 from .runtime import model_name, resolve_device
@@ -52,7 +53,7 @@ def beside_codec_threads():
         torch.set_num_threads(before)
 
 
-STAGES = ("background", "detect", "track", "sr", "blend")
+STAGES = ("background", "detect", "track", "memory", "sr", "blend")
 
 
 class StageTimer:
@@ -102,11 +103,14 @@ class _Job:
 
     frame: np.ndarray
     crops: list[tuple[Crop, float]]  # each face's crop and fade-in/out alpha
+    ids: list[int] = field(default_factory=list)  # each face's track id
     times: dict[str, float] = field(default_factory=dict)
     done: bool = False
     previous: "_Job | None" = None  # the frame before, until this one's faces are held against it
     held: list[Held] = field(default_factory=list)  # this frame's pasted faces, for the next frame
     held_ready: threading.Event = field(default_factory=threading.Event)
+    memory: dict[int, Remembered] = field(default_factory=dict)  # a recurrent generator's outputs, by track id
+    memory_ready: threading.Event = field(default_factory=threading.Event)
 
 
 def enhancer_factory(opts: EnhancerOptions) -> tuple[Callable[[], "Enhancer"], str]:
@@ -160,6 +164,7 @@ class Enhancer:
         background_only: bool = False,
         workers: int = 1,
         hold_levels: int = HOLD_LEVELS,
+        align_history: bool = True,
     ):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -171,6 +176,8 @@ class Enhancer:
         self.tracker: FaceTracker | None = None
         self.workers = workers
         self.hold_levels = hold_levels
+        self.align_history = align_history
+        self.history_counts = {"faces": 0, "remembered": 0}  # face crops run, and of them with history kept
         self._last_job: _Job | None = None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="facesr-render") if workers > 1 else None
         self._jobs: deque[_Job] = deque()  # planned, not yet recorded in the timer, in frame order
@@ -233,7 +240,8 @@ class Enhancer:
         if self.tracker is not None:
             with StageTimer.stage(job.times, "detect" if self.tracker.detects_next else "track"):
                 tracks = self.tracker.update(frame)
-            job.crops = [(c, t.alpha) for t in tracks if (c := face_crop(t.box, frame.shape, self.margin)) is not None]
+            cropped = [(t, c) for t in tracks if (c := face_crop(t.box, frame.shape, self.margin)) is not None]
+            job.crops, job.ids = [(c, t.alpha) for t, c in cropped], [t.id for t, _ in cropped]
         with self._lock:
             self._jobs.append(job)
             job.previous, self._last_job = self._last_job, job
@@ -247,8 +255,16 @@ class Enhancer:
                 out = bicubic_upscale(frame, s)
             if job.crops:
                 lr_crops = [np.ascontiguousarray(c.of(frame)) for c, _ in job.crops]
+                memory = None
+                if self.resolver.recurrent:
+                    with StageTimer.stage(times, "memory"):
+                        memory = self._recall(job, lr_crops)
                 with StageTimer.stage(times, "sr"):
-                    residuals = self.resolver.residuals(lr_crops)
+                    residuals = self.resolver.residuals(lr_crops, memory)
+                if self.resolver.recurrent:
+                    with StageTimer.stage(times, "memory"):
+                        self._remember(job, out, residuals)
+                    job.memory_ready.set()
                 before = self._previous_held(job)
                 with StageTimer.stage(times, "blend"):
                     crops = [crop for crop, _ in job.crops]
@@ -263,8 +279,48 @@ class Enhancer:
             return out
         finally:
             job.previous = None
+            job.memory_ready.set()
             job.held_ready.set()
             self._finished(job)
+
+    def _recall(self, job: _Job, lr_crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Each face's history channels: its output in the frame before, aligned to its crop now.
+
+        That frame may still be rendering in another worker: this waits for its outputs (a
+        recurrent generator runs in frame order). A face new to the tracker, or whose history no
+        longer fits (memory.memory_channels), gets none."""
+        s, before = self.scale, job.previous
+        remembered: dict[int, Remembered] = {}
+        if before is not None:
+            before.memory_ready.wait()
+            if before.frame.shape == job.frame.shape:
+                remembered = before.memory
+        channels, kept = [], 0
+        for (crop, _), track, lr in zip(job.crops, job.ids, lr_crops):
+            prev = remembered.get(track)
+            if prev is None:
+                channels.append(memory_channels(lr, None, None, s)[0])
+                continue
+            if self.align_history:
+                motion = flow(lr, np.ascontiguousarray(crop.of(before.frame)))
+            else:
+                motion = np.zeros(lr.shape[:2] + (2,), np.float32)
+            aligned, valid = align(prev, crop.x0, crop.y0, motion, s)
+            ch, fits = memory_channels(lr, aligned, valid, s)
+            channels.append(ch)
+            kept += fits
+        with self._lock:
+            self.history_counts["faces"] += len(lr_crops)
+            self.history_counts["remembered"] += kept
+        return channels
+
+    def _remember(self, job: _Job, background: np.ndarray, residuals: list[np.ndarray]) -> None:
+        """Keep each face's output (its crop of the bicubic frame plus the residual, 0..1) for the next frame."""
+        for (crop, _), track, residual in zip(job.crops, job.ids, residuals):
+            output = background[crop.scaled(self.scale)].astype(np.float32)
+            output += residual
+            output *= np.float32(1 / 255)
+            job.memory[track] = Remembered(np.clip(output, 0.0, 1.0, out=output), crop.x0, crop.y0)
 
     def _previous_held(self, job: _Job) -> list[Held]:
         """The faces pasted into the frame before, for blend.hold_small_changes.

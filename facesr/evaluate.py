@@ -99,16 +99,26 @@ def _face_box(detector: FaceDetector, frame: np.ndarray) -> tuple[int, int, int,
 
 
 IDENTITY_EVERY = 15  # calls: the identity distance is measured on every 15th frame with a face
+# Spans of a clip's face frames, for the gain along it: the first frame (no history for any model)
+# and later ones, up to the steady state.
+SPANS = {"first": (0, 1), "2-5": (1, 5), "6-15": (5, 15), "16-30": (15, 30), "steady": (30, None)}
+
+
+def _db(values: list[float]) -> float:
+    """PSNR of a mean squared error."""
+    return float(10 * np.log10(255.0**2 / max(np.mean(values), 1e-10)))
 
 
 def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: int, device: str,
-              precision: str, detector: FaceDetector, identity: IdentityEmbedder | None = None) -> dict:
-    """Face-region PSNR and flicker of bicubic-only and each model's Enhancer on one call clip."""
+              precision: str, detector: FaceDetector, identity: IdentityEmbedder | None = None,
+              align_history: bool = True) -> dict:
+    """Face-region PSNR and flicker of bicubic-only and each model's Enhancer on one call clip.
+    `align_history=False`: a recurrent model's history follows the crop only, not the face's motion."""
     lr_path = call_clip(src, scale, crf)
     fps = float(probe(src).fps or 25)
     pipelines = {BICUBIC: Enhancer(scale=scale, background_only=True)}
     for name in models:
-        pipelines[name] = Enhancer(name, scale, device=device, precision=precision, fps=fps)
+        pipelines[name] = Enhancer(name, scale, device=device, precision=precision, fps=fps, align_history=align_history)
     mse = {k: [] for k in pipelines}
     flick = {k: [] for k in pipelines}
     prev_ref, prev_out, frames, faces = None, {}, 0, 0
@@ -140,16 +150,20 @@ def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: in
         prev_ref, prev_out = (ref, outs) if box is not None else (None, {})
     for p in pipelines.values():
         p.close()
+    remembered = {k: p.history_counts["remembered"] / max(1, p.history_counts["faces"])
+                  for k, p in pipelines.items() if p.resolver is not None and p.resolver.recurrent}
     if not faces:
         return {"clip": src.name, "frames": frames, "face_frames": 0}
 
-    def db(values: list[float]) -> float:
-        return float(10 * np.log10(255.0**2 / max(np.mean(values), 1e-10)))
-
     result = {"clip": src.name, "frames": frames, "face_frames": faces,
-              "psnr": {k: db(v) for k, v in mse.items()},
+              "psnr": {k: _db(v) for k, v in mse.items()},
               "flicker": {k: float(np.mean(v)) if v else None for k, v in flick.items()}}
     result["gain"] = {k: result["psnr"][k] - result["psnr"][BICUBIC] for k in models}
+    # along the clip: the gain over bicubic in the face frames of each span (the first has no history)
+    result["gain_along"] = {k: {span: _db(mse[k][a:b]) - _db(mse[BICUBIC][a:b]) for span, (a, b) in SPANS.items()
+                                if len(mse[k]) > a} for k in models}
+    if remembered:
+        result["remembered"] = remembered
     if identity is not None:
         result["identity"] = {k: float(np.mean(v)) for k, v in same.items()}
     result["_example"] = example
@@ -158,14 +172,15 @@ def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: in
 
 def eval_videos(models: list[str], folder: str | os.PathLike, scale: int, crf: int = 28, max_frames: int = 150,
                 device: str = "auto", precision: str = "auto", progress: bool = True,
-                identity: IdentityEmbedder | None = None) -> dict:
+                identity: IdentityEmbedder | None = None, align_history: bool = True) -> dict:
     clips = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".mp4", ".mkv", ".mov", ".webm"))
     if not clips:
         raise UserError(f"{folder}: no video clips found")
     results = []
     with FaceDetector("full") as detector:
         for clip in tqdm(clips, desc="videos", disable=not progress, leave=False):
-            results.append(eval_clip(clip, models, scale, crf, max_frames, device, precision, detector, identity))
+            results.append(eval_clip(clip, models, scale, crf, max_frames, device, precision, detector, identity,
+                                     align_history))
     scored = [r for r in results if r.get("face_frames")]
     summary = {}
     for k in [BICUBIC, *models]:
@@ -178,6 +193,11 @@ def eval_videos(models: list[str], folder: str | os.PathLike, scale: int, crf: i
         if k != BICUBIC:
             summary[k]["gain"] = float(np.mean([r["gain"][k] for r in scored]))
             summary[k]["clips_better"] = sum(r["gain"][k] > 0 for r in scored)
+            summary[k]["gain_along"] = {span: float(np.mean([r["gain_along"][k][span] for r in scored
+                                                             if span in r["gain_along"][k]]))
+                                        for span in SPANS if any(span in r["gain_along"][k] for r in scored)}
+            if any(k in r.get("remembered", {}) for r in scored):
+                summary[k]["remembered"] = float(np.mean([r["remembered"][k] for r in scored if k in r.get("remembered", {})]))
     return {"folder": str(folder), "scale": scale, "crf": crf, "max_frames": max_frames, "clips": results,
             "summary": summary}
 
@@ -276,6 +296,15 @@ def format_report(report: dict) -> str:
             gain = f"{s['gain']:+6.2f}" if "gain" in s else f"{'':6}"
             better = f"{s['clips_better']}/{n}" if "clips_better" in s else ""
             lines.append(f"{label(name):12} {s['face_psnr']:9.2f} {gain} {s['flicker']:8.3f} {better:>13} {_identity(s):>9}")
+        along = [(name, s) for name, s in v["summary"].items() if "gain_along" in s]
+        if along:
+            spans = list(along[0][1]["gain_along"])
+            lines += ["", "gain along the clips, by face frame (the first has no history):",
+                      f"{'':12} " + " ".join(f"{sp:>7}" for sp in spans) + f" {'history':>8}"]
+            for name, s in along:
+                kept = f"{s['remembered']:8.0%}" if "remembered" in s else f"{'-':>8}"
+                lines.append(f"{label(name):12} " + " ".join(f"{s['gain_along'].get(sp, float('nan')):+7.2f}" for sp in spans)
+                             + f" {kept}")
     if "identity" in report:
         lines += ["", f"identity {report['identity']}"]
     else:

@@ -90,7 +90,7 @@ class FusedNetwork:
         try:
             fused = cls(generator, _ops())
             with torch.inference_mode():
-                x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0)).to(weight.dtype)
+                x = torch.rand(1, c.in_channels, 12, 12, generator=torch.Generator().manual_seed(0)).to(weight.dtype)
                 agree = (fused(x).float() - generator.network(x).float()).abs().max().item() <= _CHECK_TOLERANCE[weight.dtype]
         except (RuntimeError, ValueError, TypeError):
             return None
@@ -99,7 +99,7 @@ class FusedNetwork:
     def __init__(self, generator: Generator, ops):
         self._conv, self._conv_add_, reorder = ops
         c = generator.config
-        self.head = _Conv(generator.head_conv, 3, reorder)
+        self.head = _Conv(generator.head_conv, c.in_channels, reorder)
         self.head_slope = generator.head_act.weight.detach().clone()
         self.blocks = [(_Conv(b.conv1, c.channels, reorder), _Conv(b.conv2, c.channels, reorder)) for b in generator.blocks]
         self.body_tail = _Conv(generator.body_tail_conv, c.channels, reorder)
@@ -116,7 +116,7 @@ class FusedNetwork:
                         "add", 1.0, None, [None], None)
 
     def __call__(self, lr: torch.Tensor) -> torch.Tensor:
-        feat = torch.prelu(self._apply(self.head, lr), self.head_slope)  # (B, 3, H, W) -> (B, C, H, W)
+        feat = torch.prelu(self._apply(self.head, lr), self.head_slope)  # (B, in_channels, H, W) -> (B, C, H, W)
         x = feat.clone()
         for first, second in self.blocks:  # x += conv(relu(conv(x))), each block's skip in its second conv
             self._add_into(x, second, self._apply(first, x, "relu"))

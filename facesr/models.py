@@ -37,6 +37,7 @@ class GeneratorConfig:
     activation: str = "prelu"  # in the residual blocks: "prelu" (the paper's) or "relu"
     upsample: str = "progressive"  # "progressive": log2(scale) PixelShuffle x2 stages; "late": one xscale to RGB
     bicubic_residual: bool = False  # add the network's output to a bicubic upscale of the input
+    history: bool = False  # recurrent: the input carries the previous output, aligned (`history_channels`)
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4):
@@ -45,6 +46,11 @@ class GeneratorConfig:
             raise ValueError(f"upsample must be 'progressive' or 'late', not {self.upsample!r}")
         if self.activation not in ("prelu", "relu"):
             raise ValueError(f"activation must be 'prelu' or 'relu', not {self.activation!r}")
+
+    @property
+    def in_channels(self) -> int:
+        """The network's input channels: the LR crop's RGB, and with `history` what it remembers."""
+        return 3 + (history_channels(self.scale) if self.history else 0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -58,6 +64,14 @@ class GeneratorConfig:
         return cls(**fields)
 
 
+def history_channels(scale: int) -> int:
+    """What a recurrent generator remembers, at LR resolution (Sajjadi et al., FRVSR, CVPR 2018):
+    its previous output aligned to the current crop and folded by space-to-depth (3 s^2 channels),
+    where that output is valid (1 channel) and how far the current LR frame departs from it
+    there (1 channel). The layout is `facesr.memory`'s."""
+    return 3 * scale * scale + 2
+
+
 # The two generator architectures; the scale is chosen separately (x2 or x4).
 VARIANTS: dict[str, GeneratorConfig] = {
     # the paper's generator; it adds its output to a bicubic upscale, which changes nothing
@@ -67,12 +81,15 @@ VARIANTS: dict[str, GeneratorConfig] = {
         channels=32, blocks=6, head_kernel=3, batch_norm=False, activation="relu", upsample="late", bicubic_residual=True
     ),
 }
+# `lite` with a memory: its previous output for the same face comes back in with each frame
+VARIANTS["lite-call"] = dataclasses.replace(VARIANTS["lite"], history=True)
 
 # The shipped models, named as in the paper: each architecture trained with a pixel loss
 # ("srresnet", "lite") and then fine-tuned adversarially ("srgan", "lite-gan"); "lite-photo" is
 # "lite" trained on what photos go through instead of calls.
 MODELS: dict[str, str] = {"srresnet": "srresnet", "srgan": "srresnet", "lite": "lite", "lite-gan": "lite",
-                          "lite-photo": "lite"}  # lite trained for photos (clean and JPEG), not calls
+                          "lite-photo": "lite",  # lite trained for photos (clean and JPEG), not calls
+                          "lite-call": "lite-call"}  # lite with a memory of the frames before (calls)
 PIXEL_MODEL: dict[str, str] = {"srgan": "srresnet", "lite-gan": "lite"}  # where each GAN model starts
 
 
@@ -127,7 +144,7 @@ class Generator(nn.Module):
         self.config = c = config
         self.weights_file = None  # the safetensors file it was loaded from, if any (weights.load_generator)
         k = c.head_kernel
-        self.head = nn.Sequential(nn.Conv2d(3, c.channels, k, padding=k // 2), nn.PReLU(c.channels))
+        self.head = nn.Sequential(nn.Conv2d(c.in_channels, c.channels, k, padding=k // 2), nn.PReLU(c.channels))
         self.blocks = nn.Sequential(*[ResidualBlock(c.channels, c.batch_norm, c.activation) for _ in range(c.blocks)])
         self.body_tail = nn.Sequential(
             nn.Conv2d(c.channels, c.channels, 3, padding=1, bias=not c.batch_norm),
@@ -157,14 +174,15 @@ class Generator(nn.Module):
     tail_conv = property(lambda self: self.tail if isinstance(self.tail, nn.Conv2d) else self.tail[0])
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, H, W) -> (B, 3, sH, sW): the first three input channels are the LR RGB."""
         sr = self.network(lr)
         if self.config.bicubic_residual:
-            sr = sr + bicubic(lr, self.config.scale)
+            sr = sr + bicubic(lr[:, :3], self.config.scale)
         return sr
 
     def network(self, lr: torch.Tensor) -> torch.Tensor:
         """The learned part: the SR image, or with `bicubic_residual` what is added to the bicubic upscale."""
-        feat = self.head(lr)  # (B, 3, H, W) -> (B, C, H, W)
+        feat = self.head(lr)  # (B, in_channels, H, W) -> (B, C, H, W)
         feat = feat + self.body_tail(self.blocks(feat))  # the long skip over all residual blocks
         return self.tail(self.upsample(feat))  # (B, C, H, W) -> (B, 3, sH, sW)
 

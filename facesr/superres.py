@@ -52,30 +52,55 @@ class SuperResolver:
         else:
             self.backend = _TorchDevice(self.model)
 
-    @torch.inference_mode()
-    def __call__(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The super-resolved crops, uint8."""
-        return _cut(self.backend.images(_batch(crops)), crops, self.scale) if crops else []
+    @property
+    def recurrent(self) -> bool:
+        """Whether the generator takes a memory of its previous output (facesr/memory.py) beside each crop."""
+        return self.model.config.history
 
     @torch.inference_mode()
-    def residuals(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, crops: Sequence[np.ndarray], memory: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """The super-resolved crops, uint8. `memory`: a recurrent generator's history channels
+        per crop (`memory.memory_channels`); None: none remembered (a first frame, a photo)."""
+        return _cut(self.backend.images(*self._inputs(crops, memory)), crops, self.scale) if crops else []
+
+    @torch.inference_mode()
+    def residuals(self, crops: Sequence[np.ndarray], memory: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """What the generator adds to each crop's bicubic upscale: (s*h_i, s*w_i, 3) float32, in
         levels, unrounded. The Enhancer adds it to the frame's own bicubic upscale
         (blend.paste_residual), so neither the crop's upscale nor the face as an image is made."""
-        return _cut(self.backend.residuals(_batch(crops)), crops, self.scale) if crops else []
+        return _cut(self.backend.residuals(*self._inputs(crops, memory)), crops, self.scale) if crops else []
+
+    def _inputs(self, crops: Sequence[np.ndarray], memory: Sequence[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the crops as one uint8 batch, the history channels as one float32 batch or None)."""
+        batch = _batch(crops)
+        if not self.recurrent:
+            return batch, None
+        if memory is None:
+            b, h, w, _ = batch.shape
+            return batch, np.zeros((b, h, w, self.model.config.in_channels - 3), np.float32)
+        return batch, _batch(memory)
 
 
 class _Backend:
-    """Runs a (B, h, w, 3) uint8 batch: `images` gives the SR images as uint8, `residuals` what the
+    """Runs a (B, h, w, 3) uint8 batch, with a recurrent generator's (B, h, w, K) float32 history
+    channels beside it (`memory`): `images` gives the SR images as uint8, `residuals` what the
     generator adds to their bicubic upscale, float32 levels."""
 
     name = ""
 
-    def images(self, batch: np.ndarray):
+    def images(self, batch: np.ndarray, memory: np.ndarray | None = None):
         raise NotImplementedError
 
-    def residuals(self, batch: np.ndarray):
+    def residuals(self, batch: np.ndarray, memory: np.ndarray | None = None):
         raise NotImplementedError
+
+
+def _network_input(batch: np.ndarray, memory: np.ndarray | None, dtype: torch.dtype) -> torch.Tensor:
+    """(B, C, h, w) in 0..1: the LR batch (B, h, w, 3) uint8 and the history (B, h, w, K) beside it."""
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(dtype).div_(255.0)
+    if memory is None:
+        return x
+    return torch.cat([x, torch.from_numpy(memory).permute(0, 3, 1, 2).to(dtype)], 1)
 
 
 class _TorchDevice(_Backend):
@@ -88,20 +113,19 @@ class _TorchDevice(_Backend):
         self.device, self.dtype = next(model.parameters()).device, next(model.parameters()).dtype
         self.scale, self.bicubic_residual = model.config.scale, model.config.bicubic_residual
 
-    def _run(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, batch: np.ndarray, memory: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the network's output in float32, the LR batch in 0..1), both on the device."""
-        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)  # (B, h, w, 3) -> (B, 3, h, w)
-        x = x.float().div_(255.0)
-        return self.model.network(x.to(self.dtype)).float(), x  # the bicubic skip, where there is one, in float32
+        x = _network_input(batch, memory, torch.float32).to(self.device)
+        return self.model.network(x.to(self.dtype)).float(), x[:, :3]  # the bicubic skip, where there is one, in float32
 
-    def images(self, batch: np.ndarray) -> np.ndarray:
-        y, x = self._run(batch)
+    def images(self, batch: np.ndarray, memory: np.ndarray | None = None) -> np.ndarray:
+        y, x = self._run(batch, memory)
         if self.bicubic_residual:
             y = y.add_(bicubic(x, self.scale))
         return y.mul_(255.0).clamp_(0.0, 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
-    def residuals(self, batch: np.ndarray) -> np.ndarray:
-        y, x = self._run(batch)
+    def residuals(self, batch: np.ndarray, memory: np.ndarray | None = None) -> np.ndarray:
+        y, x = self._run(batch, memory)
         if not self.bicubic_residual:
             y = y.sub_(bicubic(x, self.scale))
         return y.mul_(255.0).permute(0, 2, 3, 1).contiguous().cpu().numpy()
@@ -114,20 +138,20 @@ class _Cpu(_Backend):
     def __init__(self, model: Generator):
         self.scale, self.bicubic_residual = model.config.scale, model.config.bicubic_residual
 
-    def network(self, batch: np.ndarray) -> list[np.ndarray]:
-        """(B, h, w, 3) uint8 -> B x (sh, sw, 3) float32: the network's output, in its 0..1 units."""
+    def network(self, batch: np.ndarray, memory: np.ndarray | None) -> list[np.ndarray]:
+        """(B, h, w, 3) uint8 (and its history) -> B x (sh, sw, 3) float32: the network's output, in its 0..1 units."""
         raise NotImplementedError
 
-    def images(self, batch: np.ndarray) -> list[np.ndarray]:
-        outs = self.network(batch)
+    def images(self, batch: np.ndarray, memory: np.ndarray | None = None) -> list[np.ndarray]:
+        outs = self.network(batch, memory)
         if not self.bicubic_residual:
             return [cv2.convertScaleAbs(np.maximum(r, 0, out=r), alpha=255.0) for r in outs]
         # rounded and saturated to uint8 in the same pass: round(255 * residual + bicubic)
         return [cv2.addWeighted(r, 255.0, _cv2_bicubic(lr, self.scale), 1.0, 0.0, dtype=cv2.CV_8U)
                 for lr, r in zip(batch, outs)]
 
-    def residuals(self, batch: np.ndarray) -> list[np.ndarray]:
-        outs = self.network(batch)
+    def residuals(self, batch: np.ndarray, memory: np.ndarray | None = None) -> list[np.ndarray]:
+        outs = self.network(batch, memory)
         for lr, r in zip(batch, outs):
             r *= np.float32(255.0)
             if not self.bicubic_residual:
@@ -145,10 +169,9 @@ class _TorchCpu(_Cpu):
         self.dtype = next(model.parameters()).dtype
         self.name = "cpu-fused" if fused is not None else "cpu-torch"
 
-    def network(self, batch: np.ndarray) -> list[np.ndarray]:
+    def network(self, batch: np.ndarray, memory: np.ndarray | None) -> list[np.ndarray]:
         # channels-last in and out (a permuted view of the HWC batch): oneDNN's fastest layout on a CPU
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
-        y = self.run(x).float().permute(0, 2, 3, 1)  # (B, sh, sw, 3)
+        y = self.run(_network_input(batch, memory, self.dtype)).float().permute(0, 2, 3, 1)  # (B, sh, sw, 3)
         return list(np.ascontiguousarray(y.numpy()))
 
 
@@ -161,9 +184,11 @@ class _Int8Cpu(_Cpu):
         super().__init__(model)
         self.int8 = network
 
-    def network(self, batch: np.ndarray) -> list[np.ndarray]:
+    def network(self, batch: np.ndarray, memory: np.ndarray | None) -> list[np.ndarray]:
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)  # (B, 3, h, w)
         x *= np.float32(1 / 255)
+        if memory is not None:
+            x = np.concatenate([x, memory.transpose(0, 3, 1, 2)], axis=1)  # (B, C, h, w)
         return [cv2.merge(list(r)) for r in self.int8(x)]  # B x (3, sh, sw) -> (sh, sw, 3) float32
 
 

@@ -83,8 +83,9 @@ def camera_jpeg(hr: np.ndarray, scale: int, rng: np.random.Generator, spec: Degr
     return jpeg(Camera.draw(rng, spec)(hr, scale, rng), rng, spec)
 
 
-def h264_roundtrip(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
-    """Encode RGB frames (even sides) as one H.264 stream with libx264 and decode them again."""
+def h264_roundtrip(frames: list[np.ndarray], crf: int, preset: str = "veryfast") -> list[np.ndarray]:
+    """Encode RGB frames (even sides) as one H.264 stream with libx264 and decode them again
+    (`preset` "veryfast" with zero latency as a call's encoder runs; "medium" as `protocol.make_call_clip`)."""
     import av  # here, not at the top: training on prebuilt banks needs no PyAV (a GPU machine may lack it)
 
     from ..yuv import i420_to_rgb, rgb_to_i420
@@ -92,7 +93,7 @@ def h264_roundtrip(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
     h, w = frames[0].shape[:2]
     enc = av.CodecContext.create("libx264", "w")
     enc.width, enc.height, enc.pix_fmt, enc.time_base = w, h, "yuv420p", Fraction(1, 25)
-    enc.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}  # as a call encoder runs
+    enc.options = {"crf": str(crf), "preset": preset} | ({"tune": "zerolatency"} if preset == "veryfast" else {})
     packets = []
     for i, rgb in enumerate(frames):
         frame = rgb_to_i420(rgb)

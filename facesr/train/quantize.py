@@ -2,7 +2,8 @@
 
   1. export `Generator.network` (the learned residual, before the bicubic skip) to ONNX,
      with dynamic batch, height and width;
-  2. calibrate the activation ranges on LR faces degraded like a call (the training mix):
+  2. calibrate the activation ranges on LR faces degraded like a call (the training mix; for a
+     recurrent generator, frames of faces in motion with the history it gives itself):
      static QDQ quantization, uint8 activations, per-channel int8 weights in 7 bits, so that
      AVX2's 16-bit pair sums cannot saturate and its products are exact, as VNNI's are;
   3. two rewrites that change no output but ONNX Runtime's speed: PReLUs go out as
@@ -67,9 +68,37 @@ def export_onnx(generator: Generator, out: str | os.PathLike) -> None:
             3: torch.export.Dim("width", min=8, max=4096)}
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside the exporter
-        program = torch.onnx.export(net, (torch.rand(1, 3, 64, 64),), dynamo=True, input_names=["lr"],
+        program = torch.onnx.export(net, (torch.rand(1, generator.config.in_channels, 64, 64),), dynamo=True, input_names=["lr"],
                                     output_names=["residual"], dynamic_shapes=(dims,), optimize=True, verbose=False)
     program.save(str(out))
+
+
+def sequence_inputs(generator: Generator, faces: str | os.PathLike, count: int = 128, frames: int = 8,
+                    seed: int = 0) -> list[np.ndarray]:
+    """A recurrent generator's inputs as it meets them: `count` (1, C, h, w) float32, from still faces
+    set in motion and compressed (sequences.still_sequence), run in order so that each frame after
+    the first carries the float model's own previous output (memory.model_input_torch)."""
+    from ..images import list_images, read_rgb
+    from ..memory import flow, model_input_torch
+    from .sequences import still_sequence
+
+    paths = list_images(faces) if os.path.isdir(faces) else []
+    if not paths:
+        raise UserError(f"{faces}: no face images to make calibration sequences from")
+    rng = np.random.default_rng(seed)
+    scale, inputs = generator.config.scale, []
+    model = copy.deepcopy(generator).float().cpu().eval()
+    for i in rng.choice(len(paths), size=min(len(paths), -(-count // frames)), replace=False):
+        seq = still_sequence(read_rgb(paths[i]), scale, rng, frames=frames)
+        prev = None
+        with torch.no_grad():
+            for t in range(frames):
+                lr = torch.from_numpy(seq.lr[t]).permute(2, 0, 1)[None].float() / 255.0
+                motion = torch.from_numpy(flow(seq.lr[t], seq.lr[t - 1]) if t else np.zeros(seq.lr.shape[1:3] + (2,), np.float32))
+                x = model_input_torch(lr, prev, motion.permute(2, 0, 1)[None], scale)
+                inputs.append(x.numpy())
+                prev = model(x).clamp(0.0, 1.0)
+    return inputs[:count]
 
 
 def calibration_inputs(faces: str | os.PathLike, scale: int, count: int = 128, seed: int = 0) -> list[np.ndarray]:
@@ -104,7 +133,12 @@ def build_int8(generator: Generator, faces: str | os.PathLike, out: str | os.Pat
     if weights_file is None:
         raise UserError("only a generator loaded from a weights file can be quantized (its int8 model records the file)")
     out = Path(out) if out is not None else int8_path(weights_file)
-    inputs = calibration_inputs(faces, generator.config.scale, count)
+    if generator.config.history:
+        inputs = sequence_inputs(generator, faces, count)
+        described = f"{len(inputs)} frames of still faces from {Path(faces).name}/ in motion through H.264, run in order"
+    else:
+        inputs = calibration_inputs(faces, generator.config.scale, count)
+        described = f"{len(inputs)} faces from {Path(faces).name}/, training degradation mix"
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -127,8 +161,7 @@ def build_int8(generator: Generator, faces: str | os.PathLike, out: str | os.Pat
         model = onnx.load(q)
         _depth_to_space_before_dequantizing(model)
         meta = {SOURCE_KEY: file_sha256(weights_file),
-                CALIBRATION_KEY: f"{len(inputs)} faces from {Path(faces).name}/, training degradation mix, "
-                                 "percentile 99.999, per-channel 7-bit int8 weights, uint8 activations"}
+                CALIBRATION_KEY: f"{described}, percentile 99.999, per-channel 7-bit int8 weights, uint8 activations"}
         for key, value in meta.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value

@@ -1,0 +1,158 @@
+"""Training a recurrent generator (`lite-call`) on sequences, by backpropagation through time.
+
+Each step draws `batch` runs of `frames` consecutive frames (`sequences.SequenceBank`) and runs
+them as the Enhancer does: the first frame with no history, each later one with the model's own
+previous output aligned by the measured flow (`memory.model_input_torch`). The L1 loss of every
+frame is averaged and backpropagated through the whole run (truncated at `frames`).
+
+The network starts as the shipped `lite` (or `init`): its head gets the history channels with
+zero weights, so step 0 is `lite` exactly, frame after frame, and training adds what the history
+is worth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..memory import model_input_torch
+from ..models import Generator, generator_config
+from ..paths import cache_dir, data_dir
+from ..runtime import resolve_device
+from ..weights import load_generator, save_generator, weights_path
+from .config import TrainConfig
+from .loop import _hardware, _learning_rate, _progress
+from .sequences import CRF, SequenceBank
+
+
+def widened(base: Generator, config) -> Generator:
+    """A recurrent generator that computes what `base` does: `base`'s weights, zero weights on the history."""
+    model = Generator(config)
+    state = base.state_dict()
+    head = model.head_conv.weight.detach().clone().zero_()
+    head[:, : base.head_conv.in_channels] = state["head.0.weight"]
+    state["head.0.weight"] = head
+    model.load_state_dict(state)
+    return model
+
+
+def _initial(cfg: TrainConfig) -> tuple[Generator, str]:
+    init = cfg.init or str(weights_path("lite", cfg.scale))
+    if not os.path.isfile(init):
+        raise UserError(f"{cfg.model} starts from {init}, which does not exist: pass --init WEIGHTS")
+    base = load_generator(init, cfg.scale)
+    config = generator_config(cfg.model, cfg.scale)
+    if base.config == config:
+        return base.train(), init
+    import dataclasses
+
+    if dataclasses.replace(base.config, history=True) != config:
+        raise UserError(f"--init {init} is neither a {cfg.model} nor the single-frame network it widens")
+    return widened(base, config).train(), init
+
+
+def unroll(model: Generator, lr: torch.Tensor, motion: torch.Tensor, scale: int) -> list[torch.Tensor]:
+    """The model over a run, frame by frame, each frame fed the previous output:
+    lr (B, T, 3, h, w) in 0..1, motion (B, T, 2, h, w) -> T x (B, 3, sh, sw)."""
+    outs, prev = [], None
+    for t in range(lr.shape[1]):
+        out = model(model_input_torch(lr[:, t], prev, motion[:, t], scale))
+        outs.append(out)
+        prev = out.clamp(0.0, 1.0)
+    return outs
+
+
+def train_recurrent(cfg: TrainConfig) -> Path:
+    """`facesr train --model lite-call`: train (or resume); the last step's weights, or the checkpoint."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = cfg.out_folder()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out / "last.pt", out / "log.jsonl"
+    device = resolve_device(cfg.device)
+    clips = Path(cfg.clips) if cfg.clips else data_dir("videos_train")
+    stills = cfg.data_folder()
+    if cfg.patch % cfg.scale:
+        raise UserError(f"--patch {cfg.patch}: must be a multiple of the scale {cfg.scale}")
+    model, init = _initial(cfg)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    step, wall = 0, 0.0
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if (ckpt["config"]["model"], ckpt["config"]["scale"]) != (cfg.model, cfg.scale):
+            raise UserError(f"{ckpt_path} holds a {ckpt['config']['model']} x{ckpt['config']['scale']} run; use another --out")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        step, wall = ckpt["step"], ckpt["wall_s"]
+        print(f"resuming {ckpt_path} at step {step} ({wall / 60:.1f} min trained)")
+
+    bank = SequenceBank.build(clips, stills, cfg.scale, cache_dir() / "train", stills_count=cfg.sequence_stills,
+                              seed=cfg.seed)
+    bank.rng = np.random.default_rng([cfg.seed, step])  # a resumed run draws on, not the same batches again
+    meta = {"data": f"{len(bank)} sequences: {clips} (each clip twice, at call face sizes) and "
+                    f"{cfg.sequence_stills} still faces of {stills} in smooth random motion",
+            "degradations": f"area downscaling, H.264 CRF {CRF[0]}-{CRF[1]} (libx264 medium) across each sequence; "
+                            "the stills also through the camera's blur and noise",
+            "loss": f"L1 over runs of {cfg.frames} frames, backpropagated through time",
+            "patch": cfg.patch, "batch": cfg.batch, "frames": cfg.frames, "init": init,
+            "hardware": _hardware(device)}
+
+    def save_checkpoint() -> None:
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "wall_s": wall, "config": asdict(cfg)}
+        torch.save(state, out / "last.pt.part")
+        os.replace(out / "last.pt.part", ckpt_path)
+
+    model.train()
+    started = time.perf_counter() - wall
+    session_start = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.model} x{cfg.scale} on {device}", dynamic_ncols=True)
+    per_frame = np.zeros(cfg.frames)
+    seen = 0
+    while (progress := _progress(cfg, step, wall)) < 1.0:
+        rate = _learning_rate(cfg, step, progress)
+        for group in opt.param_groups:
+            group["lr"] = rate
+        lr_u8, hr_u8, motion = bank.batch(cfg.batch, cfg.frames, cfg.patch // cfg.scale)
+        lr = torch.from_numpy(lr_u8).to(device).permute(0, 1, 4, 2, 3).float().div_(255.0)
+        hr = torch.from_numpy(hr_u8).to(device).permute(0, 1, 4, 2, 3).float().div_(255.0)
+        mo = torch.from_numpy(motion).to(device).permute(0, 1, 4, 2, 3)
+        losses = [F.l1_loss(o, hr[:, t]) for t, o in enumerate(unroll(model, lr, mo, cfg.scale))]
+        loss = torch.stack(losses).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        per_frame += [x.item() for x in losses]
+        seen += 1
+        step += 1
+        wall = time.perf_counter() - started
+        finished = _progress(cfg, step, wall) >= 1.0
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 100 == 0 or finished:
+            # the L1 of each frame of the runs: frame 0 has no history, so the fall along the run is what it adds
+            record = {"step": step, "wall_s": round(wall, 1), "loss": float(per_frame.mean() / seen),
+                      "loss_per_frame": [round(x / seen, 5) for x in per_frame], "lr": rate}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            per_frame[:], seen = 0.0, 0
+        out_of_time = cfg.time_limit_min and time.perf_counter() - session_start > cfg.time_limit_min * 60
+        if step % cfg.checkpoint_every == 0 or finished or out_of_time:
+            save_checkpoint()
+        if out_of_time:
+            bar.write(f"time limit reached at step {step}; run again with the same --out to resume")
+            break
+    bar.close()
+    if _progress(cfg, step, wall) < 1.0:
+        return ckpt_path
+    save_generator(out / "final.safetensors", model.eval(), steps=step, train_wall_s=round(wall), **meta)
+    return out / "final.safetensors"
