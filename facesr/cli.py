@@ -57,15 +57,19 @@ def _add_scale_arg(p: argparse.ArgumentParser) -> None:
                         "a .safetensors --model brings its own)")
 
 
-MODEL_HELP = ("lite (for calls: compressed video), lite-photo (for photos: clean or JPEG), lite-gan, srresnet, "
+MODEL_HELP = ("lite-call (for calls: remembers each face's previous frame), lite (calls, one frame at a time), "
+              "lite-photo (for photos: clean or JPEG), lite-gan, srresnet, "
               "srgan or a .safetensors file; a GAN model with @STRENGTH blends it with its pixel model: srgan@0.5 "
               "is half way from srresnet, @0 the pixel model, @1 as trained, up to @1.5 for more texture")
 
 
 def _add_model_args(p: argparse.ArgumentParser, use: str = "call") -> None:
+    from .options import DEFAULT_MODELS
+
     _add_scale_arg(p)
-    default = "lite-photo" if use == "photo" else "lite"
-    p.add_argument("--model", default=None, help=f"{MODEL_HELP} (default: {default} on CPU, srgan on CUDA)")
+    default = DEFAULT_MODELS[use]
+    p.add_argument("--model", default=None,
+                   help=f"{MODEL_HELP} (default: {default['cpu']} on CPU, {default['cuda']} on CUDA)")
     _add_device_args(p)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .blend import HOLD_LEVELS, MARGIN, Crop, Held, face_crop, hold_small_changes, paste_residual
 from .detect import FaceDetector
-from .memory import Remembered, align, flow, memory_channels
+from .memory import Remembered, align, flow, memory_channels, remembered
 from .models import Generator
 from .options import EnhancerOptions
 from .runtime import model_name, resolve_device
@@ -135,7 +135,7 @@ def _model_label(model: str | Generator) -> str:
 class Enhancer:
     """Face super-resolution over a bicubic background, frame by frame, for one stream.
 
-    model: a shipped model ("lite", "lite-gan", "srresnet", "srgan"; default lite on CPU and
+    model: a shipped model ("lite-call", "lite", "lite-photo", "lite-gan", "srresnet", "srgan"; default lite-call on CPU and
     srgan on CUDA), a .safetensors path, or a
     Generator. device "auto" picks CUDA when present; precision "auto" runs the network in
     float16 on CUDA, and on a CPU in the model's int8 twin or in bfloat16 where the CPU suits
@@ -258,7 +258,7 @@ class Enhancer:
                 memory = None
                 if self.resolver.recurrent:
                     with StageTimer.stage(times, "memory"):
-                        memory = self._recall(job, lr_crops)
+                        memory = self._recall(job, lr_crops, out)
                 with StageTimer.stage(times, "sr"):
                     residuals = self.resolver.residuals(lr_crops, memory)
                 if self.resolver.recurrent:
@@ -283,7 +283,7 @@ class Enhancer:
             job.held_ready.set()
             self._finished(job)
 
-    def _recall(self, job: _Job, lr_crops: list[np.ndarray]) -> list[np.ndarray]:
+    def _recall(self, job: _Job, lr_crops: list[np.ndarray], background: np.ndarray) -> list[np.ndarray]:
         """Each face's history channels: its output in the frame before, aligned to its crop now.
 
         That frame may still be rendering in another worker: this waits for its outputs (a
@@ -299,14 +299,13 @@ class Enhancer:
         for (crop, _), track, lr in zip(job.crops, job.ids, lr_crops):
             prev = remembered.get(track)
             if prev is None:
-                channels.append(memory_channels(lr, None, None, s)[0])
+                channels.append(memory_channels(lr, None, s)[0])
                 continue
             if self.align_history:
                 motion = flow(lr, np.ascontiguousarray(crop.of(before.frame)))
             else:
                 motion = np.zeros(lr.shape[:2] + (2,), np.float32)
-            aligned, valid = align(prev, crop.x0, crop.y0, motion, s)
-            ch, fits = memory_channels(lr, aligned, valid, s)
+            ch, fits = memory_channels(lr, align(prev, crop.x0, crop.y0, motion, s), s, background[crop.scaled(s)])
             channels.append(ch)
             kept += fits
         with self._lock:
@@ -320,7 +319,7 @@ class Enhancer:
             output = background[crop.scaled(self.scale)].astype(np.float32)
             output += residual
             output *= np.float32(1 / 255)
-            job.memory[track] = Remembered(np.clip(output, 0.0, 1.0, out=output), crop.x0, crop.y0)
+            job.memory[track] = remembered(np.clip(output, 0.0, 1.0, out=output), crop.x0, crop.y0)
 
     def _previous_held(self, job: _Job) -> list[Held]:
         """The faces pasted into the frame before, for blend.hold_small_changes.

@@ -4,7 +4,9 @@ For each tracked face the Enhancer keeps the generator's last output (the SR cro
 was taken. On the next frame that output is carried into the current crop by the crop's own move
 and the face's motion inside it (OpenCV's DIS optical flow between the two LR frames, at crop
 size), then folded to LR resolution by space-to-depth, as FRVSR (Sajjadi et al., CVPR 2018)
-feeds its previous estimate back. Two more channels say where that history is valid (it came
+feeds its previous estimate back; what is fed is the detail it holds beyond the bicubic upscale
+of the current crop, the part a residual network adds, so history that fits is small numbers
+to add and history that does not is easy to tell apart. Two more channels say where that history is valid (it came
 from inside the previous crop) and how far the current LR frame departs from it (the history
 downscaled): the network learns to trust it where it fits.
 
@@ -15,8 +17,9 @@ new track and a track found again.
 
 The input layout, channel by channel (`model_input`; `model_input_torch` is training's twin):
     0..2              the LR crop, RGB in 0..1
-    3..3+3s^2-1       the aligned previous output, space-to-depth (torch.pixel_unshuffle's order)
-    3+3s^2            valid: the share of each LR pixel covered by the previous output
+    3..3+3s^2-1       the aligned previous output less the current crop's bicubic upscale, where
+                      valid, space-to-depth (torch.pixel_unshuffle's order)
+    3+3s^2            valid: the share of each LR pixel that came from inside the previous output
     3+3s^2+1          departure: mean |LR - previous output area-downscaled| over RGB, where valid
 """
 
@@ -53,27 +56,30 @@ def flow(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Remembered:
-    """A face's last output: the SR crop (sh, sw, 3) float32 in 0..1 and the LR crop's top-left corner."""
+    """A face's last output and the LR crop's top-left corner: `output` (sh, sw, 4) float32, the SR
+    crop's RGB in 0..1 and a fourth channel of ones (`remembered` makes it), which the resampling
+    turns into the share of each pixel that came from inside it."""
 
     output: np.ndarray
     x0: int
     y0: int
 
 
-def align(prev: Remembered, x0: int, y0: int, motion: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+def remembered(rgb: np.ndarray, x0: int, y0: int) -> Remembered:
+    """A face's output (sh, sw, 3) float32 in 0..1, kept for the next frame."""
+    return Remembered(cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA), x0, y0)  # float RGBA: alpha 1
+
+
+def align(prev: Remembered, x0: int, y0: int, motion: np.ndarray, scale: int) -> np.ndarray:
     """The previous output resampled onto the current crop (top-left (x0, y0), LR flow `motion`
-    of shape (h, w, 2)): ((sh, sw, 3) float32, (sh, sw) float32 valid 0/1)."""
+    of shape (h, w, 2)): (sh, sw, 4) float32, RGB zero outside the previous crop and the share
+    of each pixel that came from inside it."""
     h, w = motion.shape[:2]
-    sh, sw = h * scale, w * scale
-    up = cv2.resize(motion, (sw, sh), interpolation=cv2.INTER_LINEAR) * np.float32(scale)
-    gx = np.arange(sw, dtype=np.float32)[None, :] + np.float32((x0 - prev.x0) * scale)
-    gy = np.arange(sh, dtype=np.float32)[:, None] + np.float32((y0 - prev.y0) * scale)
-    map_x, map_y = up[..., 0] + gx, up[..., 1] + gy
-    ph, pw = prev.output.shape[:2]
-    aligned = cv2.remap(prev.output, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    valid = ((map_x >= 0) & (map_x <= pw - 1) & (map_y >= 0) & (map_y <= ph - 1)).astype(np.float32)
-    aligned *= valid[..., None]  # nothing from outside the previous crop
-    return aligned, valid
+    where = cv2.resize(motion, (w * scale, h * scale), interpolation=cv2.INTER_LINEAR)
+    where *= np.float32(scale)
+    where[..., 0] += np.arange(w * scale, dtype=np.float32) + np.float32((x0 - prev.x0) * scale)
+    where[..., 1] += np.arange(h * scale, dtype=np.float32)[:, None] + np.float32((y0 - prev.y0) * scale)
+    return cv2.remap(prev.output, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def space_to_depth(img: np.ndarray, scale: int) -> np.ndarray:
@@ -83,27 +89,44 @@ def space_to_depth(img: np.ndarray, scale: int) -> np.ndarray:
     return img.reshape(h, scale, w, scale, c).transpose(0, 2, 4, 1, 3).reshape(h, w, c * scale * scale)
 
 
-def _area(img: np.ndarray, scale: int) -> np.ndarray:
-    return cv2.resize(img, (img.shape[1] // scale, img.shape[0] // scale), interpolation=cv2.INTER_AREA)
+def memory_channels(lr: np.ndarray, aligned: np.ndarray | None, scale: int,
+                    upscaled: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """(the history channels (3 s^2 + 2, h, w) float32, whether the history was kept).
 
+    `lr` (h, w, 3) uint8; `aligned` from `align`, or None for a face with no history;
+    `upscaled`: the crop's bicubic upscale (sh, sw, 3) uint8 where the caller has it (the Enhancer
+    has the frame's), else made here."""
+    import torch
 
-def memory_channels(lr: np.ndarray, aligned: np.ndarray | None, valid: np.ndarray | None,
-                    scale: int) -> tuple[np.ndarray, bool]:
-    """(the history channels (h, w, 3 s^2 + 2) float32, whether the history was kept).
-
-    `lr` (h, w, 3) uint8; `aligned`, `valid` from `align`, or None for a face with no history."""
     h, w = lr.shape[:2]
-    channels = np.zeros((h, w, 3 * scale * scale + 2), np.float32)
     if aligned is None:
-        return channels, False
-    cover = _area(valid, scale)
-    departure = np.abs(lr.astype(np.float32) * np.float32(1 / 255) - _area(aligned, scale)).mean(axis=2) * cover
-    if cover.mean() < MIN_VALID or departure.sum() > CUT_ERROR * cover.sum():
-        return channels, False
-    channels[..., :-2] = space_to_depth(aligned, scale)
-    channels[..., -2] = cover
-    channels[..., -1] = departure
-    return channels, True
+        return np.zeros((3 * scale * scale + 2, h, w), np.float32), False
+    if upscaled is None:
+        upscaled = cv2.resize(lr.astype(np.float32), (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
+
+    def chw(a: np.ndarray):
+        return torch.from_numpy(a).permute(2, 0, 1)[None].float()
+
+    with torch.inference_mode():
+        history, keep = history_channels_torch(chw(lr) / 255, chw(aligned), chw(upscaled) / 255, scale)
+    return history[0].numpy(), bool(keep[0])
+
+
+def history_channels_torch(lr, aligned, upscaled, scale: int):
+    """The history channels and the gate, for a batch: lr (B, 3, h, w) and upscaled (its bicubic
+    upscale, (B, 3, sh, sw)) in 0..1, aligned (B, 4, sh, sw) as `align` gives ->
+    ((B, 3 s^2 + 2, h, w), keep (B,) bool); zero where the history was dropped."""
+    import torch
+    import torch.nn.functional as F
+
+    valid = aligned[:, 3:]
+    small = F.avg_pool2d(aligned, scale)  # area downscaling: RGB and cover at once
+    cover = small[:, 3:]
+    departure = (lr - small[:, :3]).abs().mean(1, keepdim=True) * cover
+    keep = (cover.mean((1, 2, 3)) >= MIN_VALID) & (departure.sum((1, 2, 3)) <= CUT_ERROR * cover.sum((1, 2, 3)))
+    detail = aligned[:, :3] - upscaled * valid  # the aligned output less the upscale, where it came from
+    history = torch.cat([F.pixel_unshuffle(detail, scale), cover, departure], 1)
+    return history * keep.to(history.dtype).view(-1, 1, 1, 1), keep
 
 
 def model_input_torch(lr, prev, motion, scale: int):
@@ -121,12 +144,7 @@ def model_input_torch(lr, prev, motion, scale: int):
     gx = torch.arange(sw, dtype=lr.dtype, device=lr.device).view(1, 1, sw) + up[:, 0]
     gy = torch.arange(sh, dtype=lr.dtype, device=lr.device).view(1, sh, 1) + up[:, 1]
     grid = torch.stack([(2 * gx + 1) / sw - 1, (2 * gy + 1) / sh - 1], dim=-1)  # cv2.remap's pixel centres
-    aligned = F.grid_sample(prev, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    valid = ((gx >= 0) & (gx <= sw - 1) & (gy >= 0) & (gy <= sh - 1)).to(lr.dtype).unsqueeze(1)
-    aligned = aligned * valid  # as BORDER_CONSTANT: nothing from outside the previous crop
-    cover = F.avg_pool2d(valid, scale)
-    departure = (lr - F.avg_pool2d(aligned, scale)).abs().mean(1, keepdim=True) * cover
-    keep = (cover.mean((1, 2, 3)) >= MIN_VALID) & (departure.sum((1, 2, 3)) <= CUT_ERROR * cover.sum((1, 2, 3)))
-    keep = keep.to(lr.dtype).view(b, 1, 1, 1)
-    history = torch.cat([F.pixel_unshuffle(aligned, scale), cover, departure], 1) * keep
-    return torch.cat([lr, history], 1)
+    ones = prev.new_ones(b, 1, sh, sw)
+    aligned = F.grid_sample(torch.cat([prev, ones], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    upscaled = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+    return torch.cat([lr, history_channels_torch(lr, aligned, upscaled, scale)[0]], 1)

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 from .track import DETECT_EVERY
 
+# The model that runs where none is named, by use and device (runtime.default_model): for calls
+# `lite-call` on a CPU (`lite` with a memory of each face's previous frame); for photos
+# `lite-photo`; the paper's `srgan` on CUDA.
+DEFAULT_MODELS = {"call": {"cpu": "lite-call", "cuda": "srgan"}, "photo": {"cpu": "lite-photo", "cuda": "srgan"}}
+
 
 @dataclass(frozen=True)
 class EnhancerOptions:

@@ -7,9 +7,9 @@
   AMX); else float32. Each choice is the fastest measured on that kind of CPU for a cost of
   at most a few hundredths of a dB (docs/performance.md). Only the network's residual runs in
   the lower precision: the bicubic upscale it adds to stays float32.
-* Default model, by use: for calls (`video`, `stream`, `bench`, `eval`) `lite` on a CPU; for
-  photos (`image`) `lite-photo`, the same network trained on clean and JPEG input; the paper's
-  `srgan` on CUDA for both (weights/MODEL_CARD.md).
+* Default model, by use: for calls (`video`, `stream`, `bench`, `eval`) `lite-call` on a CPU,
+  `lite` with a memory of each face's previous frame; for photos (`image`) `lite-photo`, `lite`
+  trained on clean and JPEG input; the paper's `srgan` on CUDA for both (weights/MODEL_CARD.md).
 
 `plan(generator, device, precision)` turns the user's "auto"/names into one `Plan`, which
 `SuperResolver` follows: nothing below it decides again.
@@ -25,11 +25,11 @@ import torch
 from .errors import UserError
 from .int8 import int8_status
 from .models import Generator
+from .options import DEFAULT_MODELS
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PRECISION_CHOICES = ("auto", "int8", *PRECISIONS)
-DEFAULT_MODELS = {"call": {"cpu": "lite", "cuda": "srgan"}, "photo": {"cpu": "lite-photo", "cuda": "srgan"}}
 
 
 def resolve_device(name: str = "auto") -> torch.device:

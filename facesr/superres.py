@@ -60,7 +60,8 @@ class SuperResolver:
     @torch.inference_mode()
     def __call__(self, crops: Sequence[np.ndarray], memory: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """The super-resolved crops, uint8. `memory`: a recurrent generator's history channels
-        per crop (`memory.memory_channels`); None: none remembered (a first frame, a photo)."""
+        per crop, (K, h_i, w_i) each (`memory.memory_channels`); None: none remembered (a first
+        frame, a photo)."""
         return _cut(self.backend.images(*self._inputs(crops, memory)), crops, self.scale) if crops else []
 
     @torch.inference_mode()
@@ -75,14 +76,14 @@ class SuperResolver:
         batch = _batch(crops)
         if not self.recurrent:
             return batch, None
+        b, h, w, _ = batch.shape
         if memory is None:
-            b, h, w, _ = batch.shape
-            return batch, np.zeros((b, h, w, self.model.config.in_channels - 3), np.float32)
-        return batch, _batch(memory)
+            return batch, np.zeros((b, self.model.config.in_channels - 3, h, w), np.float32)
+        return batch, np.stack([np.pad(m, ((0, 0), (0, h - m.shape[1]), (0, w - m.shape[2])), mode="edge") for m in memory])
 
 
 class _Backend:
-    """Runs a (B, h, w, 3) uint8 batch, with a recurrent generator's (B, h, w, K) float32 history
+    """Runs a (B, h, w, 3) uint8 batch, with a recurrent generator's (B, K, h, w) float32 history
     channels beside it (`memory`): `images` gives the SR images as uint8, `residuals` what the
     generator adds to their bicubic upscale, float32 levels."""
 
@@ -96,11 +97,11 @@ class _Backend:
 
 
 def _network_input(batch: np.ndarray, memory: np.ndarray | None, dtype: torch.dtype) -> torch.Tensor:
-    """(B, C, h, w) in 0..1: the LR batch (B, h, w, 3) uint8 and the history (B, h, w, K) beside it."""
+    """(B, C, h, w) in 0..1: the LR batch (B, h, w, 3) uint8 and the history (B, K, h, w) beside it."""
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(dtype).div_(255.0)
     if memory is None:
         return x
-    return torch.cat([x, torch.from_numpy(memory).permute(0, 3, 1, 2).to(dtype)], 1)
+    return torch.cat([x, torch.from_numpy(memory).to(dtype)], 1)
 
 
 class _TorchDevice(_Backend):
@@ -188,7 +189,7 @@ class _Int8Cpu(_Cpu):
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)  # (B, 3, h, w)
         x *= np.float32(1 / 255)
         if memory is not None:
-            x = np.concatenate([x, memory.transpose(0, 3, 1, 2)], axis=1)  # (B, C, h, w)
+            x = np.concatenate([x, memory], axis=1)  # (B, C, h, w)
         return [cv2.merge(list(r)) for r in self.int8(x)]  # B x (3, sh, sw) -> (sh, sw, 3) float32
 
 

@@ -8,7 +8,7 @@ import torch
 
 from facesr.enhancer import Enhancer
 from facesr.images import write_rgb
-from facesr.memory import CUT_ERROR, Remembered, align, flow, memory_channels, model_input_torch
+from facesr.memory import CUT_ERROR, align, flow, memory_channels, model_input_torch, remembered
 from facesr.metrics import psnr
 from facesr.models import Generator, generator_config, history_channels
 from facesr.superres import SuperResolver
@@ -33,22 +33,24 @@ def face(astronaut):
 
 def test_history_is_aligned_by_the_measured_motion(face):
     now = shifted(face, 5.0, -3.0)  # the face moved by 1.25, -0.75 LR pixels
-    before = Remembered(face.astype(np.float32) / 255, 0, 0)  # as if the model had given the original
+    before = remembered(face.astype(np.float32) / 255, 0, 0)  # as if the model had given the original
     motion = flow(downscale(now, S), downscale(face, S))
-    aligned, valid = align(before, 0, 0, motion, S)
+    aligned = align(before, 0, 0, motion, S)
+    valid = aligned[..., 3]
     inner = np.s_[16:-16, 16:-16]
-    moved = np.abs(aligned * 255 - now)[inner].mean()
+    moved = np.abs(aligned[..., :3] * 255 - now)[inner].mean()
     unmoved = np.abs(face.astype(np.float32) - now)[inner].mean()
     assert moved < 0.4 * unmoved, (moved, unmoved)
-    assert valid[inner].all()
+    assert (valid[inner] == 1).all()
 
 
 def test_the_crop_moving_is_followed_and_what_it_did_not_cover_is_invalid(face):
-    before = Remembered(face.astype(np.float32) / 255, 10, 20)
+    before = remembered(face.astype(np.float32) / 255, 10, 20)
     h, w = 64, 64
-    aligned, valid = align(before, 10 + 32, 20, np.zeros((h, w, 2), np.float32), S)  # the crop moved half its width right
-    assert valid[:, : w * S // 2 - S].all() and not valid[:, w * S // 2 + S :].any()
-    assert np.allclose(aligned[:, : 100], face[:, 128 : 228].astype(np.float32) / 255)
+    aligned = align(before, 10 + 32, 20, np.zeros((h, w, 2), np.float32), S)  # the crop moved half its width right
+    valid = aligned[..., 3]
+    assert (valid[:, : w * S // 2 - S] == 1).all() and not valid[:, w * S // 2 + S :].any()
+    assert np.allclose(aligned[:, :100, :3], face[:, 128:228].astype(np.float32) / 255)
     assert not aligned[:, w * S // 2 + S :].any()
 
 
@@ -57,27 +59,24 @@ def test_numpy_and_torch_make_the_same_input(face):
     lr = downscale(now, S)
     prev = face.astype(np.float32) / 255
     motion = flow(lr, downscale(face, S))
-    aligned, valid = align(Remembered(prev, 0, 0), 0, 0, motion, S)
-    channels, kept = memory_channels(lr, aligned, valid, S)
-    assert kept and channels.shape == (64, 64, history_channels(S))
+    channels, kept = memory_channels(lr, align(remembered(prev, 0, 0), 0, 0, motion, S), S)
+    assert kept and channels.shape == (history_channels(S), 64, 64)
     as_torch = model_input_torch(torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255,
                                  torch.from_numpy(prev).permute(2, 0, 1)[None],
                                  torch.from_numpy(motion).permute(2, 0, 1)[None], S)[0].permute(1, 2, 0).numpy()
-    assert np.abs(as_torch - np.concatenate([lr / 255.0, channels], 2)).max() < 1e-5
+    assert np.abs(as_torch - np.concatenate([lr / 255.0, channels.transpose(1, 2, 0)], 2)).max() < 1e-5
 
 
 def test_a_cut_to_another_person_drops_the_history(face, grace_hopper):
     other = np.ascontiguousarray(cv2.resize(grace_hopper[100:420, 110:430], (256, 256), interpolation=cv2.INTER_AREA))
     lr = downscale(other, S)
-    prev = Remembered(face.astype(np.float32) / 255, 0, 0)
-    aligned, valid = align(prev, 0, 0, flow(lr, downscale(face, S)), S)
-    channels, kept = memory_channels(lr, aligned, valid, S)
+    prev = remembered(face.astype(np.float32) / 255, 0, 0)
+    channels, kept = memory_channels(lr, align(prev, 0, 0, flow(lr, downscale(face, S)), S), S)
     assert not kept and not channels.any()
     # the same face a moment later keeps it, well inside the gate
     lr_same = downscale(shifted(face, 1.0, 0.0), S)
-    aligned, valid = align(prev, 0, 0, flow(lr_same, downscale(face, S)), S)
-    channels, kept = memory_channels(lr_same, aligned, valid, S)
-    assert kept and channels[..., -1].mean() < CUT_ERROR / 2
+    channels, kept = memory_channels(lr_same, align(prev, 0, 0, flow(lr_same, downscale(face, S)), S), S)
+    assert kept and channels[-1].mean() < CUT_ERROR / 2
     # torch's gate agrees, sample by sample
     x = model_input_torch(torch.from_numpy(np.stack([lr, lr_same])).permute(0, 3, 1, 2).float() / 255,
                           torch.from_numpy(np.stack([face, face])).permute(0, 3, 1, 2).float() / 255,
@@ -100,7 +99,7 @@ def test_no_memory_is_a_first_frame():
     resolver = SuperResolver(Generator(generator_config("lite-call", S)), "cpu", "float32")
     crops = [np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)]
     none = resolver(crops)
-    zeros = resolver(crops, [np.zeros((20, 24, history_channels(S)), np.float32)])
+    zeros = resolver(crops, [np.zeros((history_channels(S), 20, 24), np.float32)])
     assert np.array_equal(none[0], zeros[0])
 
 
@@ -150,10 +149,9 @@ def test_the_shipped_model_gains_from_its_history(grace_hopper):
         lr = seq.lr[t]
         channels = None
         if prev is not None:
-            aligned, valid = align(prev, 0, 0, flow(lr, seq.lr[t - 1]), S)
-            channels = [memory_channels(lr, aligned, valid, S)[0]]
+            channels = [memory_channels(lr, align(prev, 0, 0, flow(lr, seq.lr[t - 1]), S), S)[0]]
         out = resolver([lr], channels)[0]
-        prev = Remembered(out.astype(np.float32) / 255, 0, 0)
+        prev = remembered(out.astype(np.float32) / 255, 0, 0)
         if t >= 3:
             with_memory.append(psnr(out, seq.hr[t]))
             without.append(psnr(resolver([lr])[0], seq.hr[t]))
@@ -199,11 +197,12 @@ def test_sequences_are_aligned_runs_with_their_motion(stills, clips, tmp_path):
 
 def test_recurrent_training_starts_from_lite_and_resumes(stills, clips, tmp_path):
     out = tmp_path / "run"
-    cfg = TrainConfig(model="lite-call", data=str(stills), clips=str(clips), sequence_stills=2, out=str(out),
-                      steps=2, batch=2, patch=64, frames=3, checkpoint_every=1, warmup=1)
+    cfg = TrainConfig(model="lite-call", data=str(stills), eval_dir=str(stills), clips=str(clips), sequence_stills=2,
+                      out=str(out), steps=2, batch=2, patch=64, frames=3, checkpoint_every=1, warmup=1)
     first = train_recurrent(cfg)
     model = load_generator(str(first), S)
-    assert model.config.history and int(read_metadata(first)["steps"]) == 2
+    meta = read_metadata(first)
+    assert model.config.history and int(meta["steps"]) == 2 and "bicubic_psnr" in meta["eval"]
     lite = load_generator("lite", S)
     for (name, a), b in zip(model.state_dict().items(), lite.state_dict().values()):
         if name != "head.0.weight":  # two small steps from lite: near it, not it
@@ -214,3 +213,12 @@ def test_recurrent_training_starts_from_lite_and_resumes(stills, clips, tmp_path
     state = torch.load(out / "last.pt", weights_only=False)
     assert state["step"] == 3 and all(v["step"] == 3 for v in state["opt"]["state"].values())
     assert saved["step"] == 2
+
+
+def test_recurrent_training_on_cuda_runs_in_bfloat16(stills, clips, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    cfg = TrainConfig(model="lite-call", data=str(stills), eval_dir="", clips=str(clips), sequence_stills=2,
+                      out=str(tmp_path / "run"), steps=2, batch=2, patch=64, frames=3, device="cuda")
+    meta = read_metadata(train_recurrent(cfg))
+    assert "bfloat16 autocast" in meta["hardware"]

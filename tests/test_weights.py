@@ -54,10 +54,10 @@ def test_unknown_detector_kind():
         detector_model_path("medium")
 
 
-def test_default_models_are_lite_on_cpu_and_srgan_on_cuda():
+def test_default_models_are_lite_call_and_lite_photo_on_cpu_and_srgan_on_cuda():
     from facesr.runtime import default_model
 
-    assert default_model("cpu") == "lite" and default_model("cuda") == "srgan"
+    assert default_model("cpu") == "lite-call" and default_model("cuda") == "srgan"
     assert default_model("cpu", "photo") == "lite-photo" and default_model("cuda", "photo") == "srgan"
 
 

@@ -8,10 +8,14 @@ frame is averaged and backpropagated through the whole run (truncated at `frames
 The network starts as the shipped `lite` (or `init`): its head gets the history channels with
 zero weights, so step 0 is `lite` exactly, frame after frame, and training adds what the history
 is worth.
+
+The face photos are evaluated once at the end, as single frames (no history): the first frame
+of every track, recorded in the weights' header as the other models' evaluation is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -27,10 +31,11 @@ from ..errors import UserError
 from ..memory import model_input_torch
 from ..models import Generator, generator_config
 from ..paths import cache_dir, data_dir
+from ..protocol import eval_pairs
 from ..runtime import resolve_device
 from ..weights import load_generator, save_generator, weights_path
 from .config import TrainConfig
-from .loop import _hardware, _learning_rate, _progress
+from .loop import _hardware, _learning_rate, _progress, evaluate
 from .sequences import CRF, SequenceBank
 
 
@@ -112,6 +117,11 @@ def train_recurrent(cfg: TrainConfig) -> Path:
         torch.save(state, out / "last.pt.part")
         os.replace(out / "last.pt.part", ckpt_path)
 
+    # on CUDA, bfloat16 autocast as the single-frame loop has it (the batches are made on the CPU)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    if bf16:
+        meta["hardware"] += ", bfloat16 autocast"
     model.train()
     started = time.perf_counter() - wall
     session_start = time.perf_counter()
@@ -126,7 +136,9 @@ def train_recurrent(cfg: TrainConfig) -> Path:
         lr = torch.from_numpy(lr_u8).to(device).permute(0, 1, 4, 2, 3).float().div_(255.0)
         hr = torch.from_numpy(hr_u8).to(device).permute(0, 1, 4, 2, 3).float().div_(255.0)
         mo = torch.from_numpy(motion).to(device).permute(0, 1, 4, 2, 3)
-        losses = [F.l1_loss(o, hr[:, t]) for t, o in enumerate(unroll(model, lr, mo, cfg.scale))]
+        with amp:
+            outs = unroll(model, lr, mo, cfg.scale)
+        losses = [F.l1_loss(o.float(), hr[:, t]) for t, o in enumerate(outs)]
         loss = torch.stack(losses).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -154,5 +166,7 @@ def train_recurrent(cfg: TrainConfig) -> Path:
     bar.close()
     if _progress(cfg, step, wall) < 1.0:
         return ckpt_path
-    save_generator(out / "final.safetensors", model.eval(), steps=step, train_wall_s=round(wall), **meta)
+    eval_folder = cfg.eval_folder()
+    extra = {"eval": evaluate(model, eval_pairs(eval_folder, cfg.scale))} if eval_folder else {}  # a first frame each
+    save_generator(out / "final.safetensors", model.eval(), steps=step, train_wall_s=round(wall), **meta, **extra)
     return out / "final.safetensors"
