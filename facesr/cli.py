@@ -261,8 +261,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .models import MODELS
+    from .train import train
     from .train.config import TrainConfig
-    from .train.loop import train
 
     if args.model not in MODELS:
         raise UserError(f"--model {args.model}: choose one of {', '.join(MODELS)}")
@@ -496,6 +496,9 @@ def _train_parser(sub) -> None:
                    help="folder of talking-head training clips (default: the data folder's videos_train)")
     r.add_argument("--sequence-stills", type=_int_at_least(0), default=d.sequence_stills, metavar="N",
                    help=f"still faces from --data set in motion as sequences beside the clips (default {d.sequence_stills})")
+    r.add_argument("--temporal-weight", type=_number_at_least(0.0), default=d.temporal_weight,
+                   help="weight of a loss on the output's frame-to-frame change against the original's "
+                        f"(flicker; default {d.temporal_weight:g})")
     p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
                    help="evaluate and export a moving average of the generator's weights with this decay "
                         "(default 0.999 for srgan and lite-gan, 0 (off) for the pixel models)")

@@ -257,6 +257,8 @@ class Enhancer:
                 lr_crops = [np.ascontiguousarray(c.of(frame)) for c, _ in job.crops]
                 memory = None
                 if self.resolver.recurrent:
+                    if job.previous is not None:  # its outputs first: frames in flight wait here, untimed
+                        job.previous.memory_ready.wait()
                     with StageTimer.stage(times, "memory"):
                         memory = self._recall(job, lr_crops, out)
                 with StageTimer.stage(times, "sr"):
@@ -286,15 +288,13 @@ class Enhancer:
     def _recall(self, job: _Job, lr_crops: list[np.ndarray], background: np.ndarray) -> list[np.ndarray]:
         """Each face's history channels: its output in the frame before, aligned to its crop now.
 
-        That frame may still be rendering in another worker: this waits for its outputs (a
-        recurrent generator runs in frame order). A face new to the tracker, or whose history no
-        longer fits (memory.memory_channels), gets none."""
+        That frame's outputs are ready (`_render` waited for them: a recurrent generator runs in
+        frame order). A face new to the tracker, or whose history no longer fits
+        (memory.memory_channels), gets none."""
         s, before = self.scale, job.previous
         remembered: dict[int, Remembered] = {}
-        if before is not None:
-            before.memory_ready.wait()
-            if before.frame.shape == job.frame.shape:
-                remembered = before.memory
+        if before is not None and before.frame.shape == job.frame.shape:
+            remembered = before.memory
         channels, kept = [], 0
         for (crop, _), track, lr in zip(job.crops, job.ids, lr_crops):
             prev = remembered.get(track)

@@ -13,7 +13,7 @@ from facesr.metrics import psnr
 from facesr.models import Generator, generator_config, history_channels
 from facesr.superres import SuperResolver
 from facesr.train.config import TrainConfig
-from facesr.train.recurrent import train_recurrent, widened
+from facesr.train.recurrent import temporal_loss, train_recurrent, widened
 from facesr.train.sequences import SequenceBank, still_sequence
 from facesr.weights import load_generator, read_metadata
 from helpers import ROOT, downscale, on_canvas
@@ -213,6 +213,15 @@ def test_recurrent_training_starts_from_lite_and_resumes(stills, clips, tmp_path
     state = torch.load(out / "last.pt", weights_only=False)
     assert state["step"] == 3 and all(v["step"] == 3 for v in state["opt"]["state"].values())
     assert saved["step"] == 2
+
+
+def test_the_temporal_loss_is_the_flicker_of_the_run():
+    hr = torch.rand(2, 4, 3, 8, 8)
+    same = [hr[:, t] + 0.1 for t in range(4)]  # off by a constant: changes exactly as the original
+    assert temporal_loss(same, hr) < 1e-6
+    still = [hr[:, 0]] * 4  # frozen: misses every change
+    expected = np.mean([(hr[:, t] - hr[:, t - 1]).abs().mean().item() for t in range(1, 4)])
+    assert temporal_loss(still, hr).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_recurrent_training_on_cuda_runs_in_bfloat16(stills, clips, tmp_path):

@@ -39,6 +39,7 @@ class TrainConfig:
     frames: int = 6  # frames per run, backpropagated through time
     clips: str | None = None  # folder of training clips; None: the data folder's videos_train
     sequence_stills: int = 300  # still faces (from `data`) set in motion beside the clips
+    temporal_weight: float = 0.0  # weight of the loss on frame-to-frame change (`recurrent.temporal_loss`)
     photos: int = 0  # crops of scikit-image's real photos to train on beside `data` (`photos.photo_crops`)
     # adversarial fine-tuning (models "srgan", "lite-gan"):
     init: str | None = None  # pixel-model weights to start from (default: the shipped pixel model)

@@ -258,10 +258,6 @@ def train(cfg: TrainConfig) -> Path:
     resume from (last.pt) when a time limit stopped the run first. With a weight average
     (`ema_decay` > 0), the averaged weights are the ones evaluated and exported.
     """
-    if generator_config(cfg.model, cfg.scale).history:
-        from .recurrent import train_recurrent
-
-        return train_recurrent(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.degradations not in DEGRADATIONS:

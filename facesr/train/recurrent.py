@@ -76,6 +76,13 @@ def unroll(model: Generator, lr: torch.Tensor, motion: torch.Tensor, scale: int)
     return outs
 
 
+def temporal_loss(outs: list[torch.Tensor], hr: torch.Tensor) -> torch.Tensor:
+    """L1 between the output's frame-to-frame change and the original's, over a run in one place:
+    what `facesr eval` measures as flicker (metrics.flicker), here on RGB."""
+    changes = [(outs[t] - outs[t - 1]) - (hr[:, t] - hr[:, t - 1]) for t in range(1, len(outs))]
+    return torch.stack([c.abs().mean() for c in changes]).mean()
+
+
 def train_recurrent(cfg: TrainConfig) -> Path:
     """`facesr train --model lite-call`: train (or resume); the last step's weights, or the checkpoint."""
     if cfg.threads:
@@ -108,7 +115,9 @@ def train_recurrent(cfg: TrainConfig) -> Path:
                     f"{cfg.sequence_stills} still faces of {stills} in smooth random motion",
             "degradations": f"area downscaling, H.264 CRF {CRF[0]}-{CRF[1]} (libx264 medium) across each sequence; "
                             "the stills also through the camera's blur and noise",
-            "loss": f"L1 over runs of {cfg.frames} frames, backpropagated through time",
+            "loss": f"L1 over runs of {cfg.frames} frames, backpropagated through time"
+                    + (f", + {cfg.temporal_weight:g} x L1 of the frame-to-frame change against the original's"
+                       if cfg.temporal_weight else ""),
             "patch": cfg.patch, "batch": cfg.batch, "frames": cfg.frames, "init": init,
             "hardware": _hardware(device)}
 
@@ -138,8 +147,11 @@ def train_recurrent(cfg: TrainConfig) -> Path:
         mo = torch.from_numpy(motion).to(device).permute(0, 1, 4, 2, 3)
         with amp:
             outs = unroll(model, lr, mo, cfg.scale)
-        losses = [F.l1_loss(o.float(), hr[:, t]) for t, o in enumerate(outs)]
+        outs = [o.float() for o in outs]
+        losses = [F.l1_loss(o, hr[:, t]) for t, o in enumerate(outs)]
         loss = torch.stack(losses).mean()
+        if cfg.temporal_weight:
+            loss = loss + cfg.temporal_weight * temporal_loss(outs, hr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
