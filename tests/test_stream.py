@@ -41,7 +41,11 @@ STAMP_AREA = (20, 140)  # rows, columns of the LR frame's top-left corner that c
 
 @pytest.fixture(scope="module")
 def make_enhancer():
-    make, _ = enhancer_factory(EnhancerOptions())
+    """The relay's Enhancers, with the single-frame `lite`: a test can then tell what the relay
+    should have sent for a frame from that frame alone. (The default `lite-call` remembers each
+    face's previous output, so its frame depends on which frames the relay enhanced before it;
+    test_recurrent_model_streams runs it.)"""
+    make, _ = enhancer_factory(EnhancerOptions(model="lite"))
     return make
 
 
@@ -177,6 +181,32 @@ def test_relay_sends_back_enhanced_4x_frames_and_latency_does_not_build_up(priva
     assert len(enhanced) >= 3 and len(plain) >= 3
     assert np.median([p.gain for p in enhanced]) > 0.3, f"the faces came back as a plain upscale: {enhanced}"
     assert np.median([abs(p.gain) for p in plain]) < 0.15, plain
+
+
+@pytest.mark.network
+@pytest.mark.shared_data
+def test_recurrent_model_streams(private_network, call_frames, received):
+    """The default `lite-call` through the relay: each peer's Enhancer carries its faces' history
+    from frame to frame, and what comes back is its faces, not bicubic."""
+    make, _ = enhancer_factory(EnhancerOptions(model="lite-call"))
+    made: list[Enhancer] = []
+
+    def keeping():
+        made.append(make())
+        return made[-1]
+
+    async def main():
+        async with serving(keeping) as (relay, url):
+            return await run_client(url, call_frames, seconds=4, warmup=1.0)
+
+    result = asyncio.run(main())
+    assert result.sizes == {(1280, 720)} and result.received >= 8
+    counts = made[-1].history_counts
+    assert counts["faces"] >= 8 and counts["remembered"] >= 0.8 * counts["faces"], counts
+    reference = make()
+    enhanced = [picture(f, call_frames, reference) for f in received[len(received) // 2 :]]
+    reference.close()
+    assert np.median([p.gain for p in enhanced]) > 0.3, f"the faces came back as a plain upscale: {enhanced}"
 
 
 class SlowEnhancer:
