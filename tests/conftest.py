@@ -27,6 +27,19 @@ def grace_hopper() -> np.ndarray:
     return np.ascontiguousarray(cv2.imread(str(path))[..., ::-1])
 
 
+@pytest.fixture
+def faces(tmp_path, astronaut, grace_hopper):
+    """A folder of three 256x256 face crops, for training runs."""
+    from facesr.images import write_rgb
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    write_rgb(folder / "a.png", astronaut[:256, 128:384])
+    write_rgb(folder / "b.jpg", grace_hopper[100:356, 128:384])
+    write_rgb(folder / "c.png", astronaut[256:, 256:])
+    return folder
+
+
 # --- no test writes to the real cache -----------------------------------------------------------
 # facesr caches what it makes (call clips, H.264 training banks, photo crops, bench scenes) under
 # $FACESR_CACHE (default ~/.cache/facesr). The suite gets a cache of its own for the session; the

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from facesr.enhancer import Enhancer
-from facesr.images import write_rgb
 from facesr.memory import CUT_ERROR, align, flow, memory_channels, model_input_torch, remembered
 from facesr.metrics import psnr
 from facesr.models import Generator, generator_config, history_channels
@@ -164,15 +163,6 @@ def test_the_shipped_model_gains_from_its_history(grace_hopper):
 
 
 @pytest.fixture
-def stills(tmp_path, astronaut, grace_hopper):
-    folder = tmp_path / "stills"
-    folder.mkdir()
-    write_rgb(folder / "a.png", astronaut[:256, 128:384])
-    write_rgb(folder / "b.png", grace_hopper[100:356, 128:384])
-    return folder
-
-
-@pytest.fixture
 def clips(tmp_path):
     folder = tmp_path / "clips"
     folder.mkdir()
@@ -180,11 +170,11 @@ def clips(tmp_path):
     return folder
 
 
-def test_sequences_are_aligned_runs_with_their_motion(stills, clips, tmp_path):
-    bank = SequenceBank.build(clips, stills, S, tmp_path / "cache", stills_count=2, variants=1, progress=False)
+def test_sequences_are_aligned_runs_with_their_motion(faces, clips, tmp_path):
+    bank = SequenceBank.build(clips, faces, S, tmp_path / "cache", stills_count=2, variants=1, progress=False)
     assert len(bank) == 3
-    assert len(bank.sequences[0]) > 100  # the clip first, then the two stills
-    again = SequenceBank.build(clips, stills, S, tmp_path / "cache", stills_count=2, variants=1, progress=False)
+    assert len(bank.sequences[0]) > 100  # the clip first, then the two faces
+    again = SequenceBank.build(clips, faces, S, tmp_path / "cache", stills_count=2, variants=1, progress=False)
     assert all(np.array_equal(a.lr, b.lr) for a, b in zip(bank.sequences, again.sequences))  # cached
     lr, hr, motion = bank.batch(4, 5, 24, p_cut=0.0)
     assert lr.shape == (4, 5, 24, 24, 3) and hr.shape == (4, 5, 96, 96, 3) and motion.shape == (4, 5, 24, 24, 2)
@@ -195,9 +185,9 @@ def test_sequences_are_aligned_runs_with_their_motion(stills, clips, tmp_path):
         assert np.allclose(motion[i, 2], flow(lr[i, 2], lr[i, 1]))
 
 
-def test_recurrent_training_starts_from_lite_and_resumes(stills, clips, tmp_path):
+def test_recurrent_training_starts_from_lite_and_resumes(faces, clips, tmp_path):
     out = tmp_path / "run"
-    cfg = TrainConfig(model="lite-call", data=str(stills), eval_dir=str(stills), clips=str(clips), sequence_stills=2,
+    cfg = TrainConfig(model="lite-call", data=str(faces), eval_dir=str(faces), clips=str(clips), sequence_stills=2,
                       out=str(out), steps=2, batch=2, patch=64, frames=3, checkpoint_every=1, warmup=1)
     first = train_recurrent(cfg)
     model = load_generator(str(first), S)
@@ -224,10 +214,10 @@ def test_the_temporal_loss_is_the_flicker_of_the_run():
     assert temporal_loss(still, hr).item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_recurrent_training_on_cuda_runs_in_bfloat16(stills, clips, tmp_path):
+def test_recurrent_training_on_cuda_runs_in_bfloat16(faces, clips, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
-    cfg = TrainConfig(model="lite-call", data=str(stills), eval_dir="", clips=str(clips), sequence_stills=2,
+    cfg = TrainConfig(model="lite-call", data=str(faces), eval_dir="", clips=str(clips), sequence_stills=2,
                       out=str(tmp_path / "run"), steps=2, batch=2, patch=64, frames=3, device="cuda")
     meta = read_metadata(train_recurrent(cfg))
     assert "bfloat16 autocast" in meta["hardware"]

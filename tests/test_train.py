@@ -9,7 +9,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from facesr.errors import UserError
-from facesr.images import list_images, read_rgb, write_rgb
+from facesr.images import list_images, read_rgb
 from facesr.metrics import high_frequency_energy
 from facesr.models import Discriminator, Generator, generator_config
 from facesr.protocol import downscale
@@ -19,16 +19,6 @@ from facesr.train.degrade import CLEAN, Degradation, degrade
 from facesr.train.loop import WeightAverage, train
 from facesr.train.photos import photo_crops
 from facesr.weights import load_generator, read_metadata
-
-
-@pytest.fixture
-def faces(tmp_path, astronaut, grace_hopper):
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    write_rgb(folder / "a.png", astronaut[:256, 128:384])
-    write_rgb(folder / "b.jpg", grace_hopper[100:356, 128:384])
-    write_rgb(folder / "c.png", astronaut[256:, 256:])
-    return folder
 
 
 def test_degradations_make_the_lr_size_and_vary(astronaut):

@@ -252,6 +252,23 @@ class _Speed:
         return {"steps_per_s": round(self.steps_per_s, 2), "samples_per_s": round(self.steps_per_s * batch, 1)}
 
 
+def append_log(path: Path, record: dict) -> None:
+    """One line of the run's log.jsonl."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def after_step(cfg: TrainConfig, step: int, finished: bool, session_start: float, save_checkpoint, bar) -> bool:
+    """Checkpoint where due (every `checkpoint_every` steps, at the end, at `time_limit_min`);
+    True where this run stops now, at its time limit."""
+    out_of_time = bool(cfg.time_limit_min) and time.perf_counter() - session_start > cfg.time_limit_min * 60
+    if step % cfg.checkpoint_every == 0 or finished or out_of_time:
+        save_checkpoint()
+    if out_of_time:
+        bar.write(f"time limit reached at step {step}; run again with the same --out to resume")
+    return out_of_time
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train (or resume); return the weights to ship once finished (the last step's,
     final.safetensors, evaluated on the eval set but never picked by it), or the checkpoint to
@@ -370,13 +387,8 @@ def train(cfg: TrainConfig) -> Path:
         elif step % 100 == 0:
             record = {"step": step, "wall_s": round(wall, 1), "loss": loss.item(), **speed.rates(cfg.batch), **parts}
         if record:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        out_of_time = cfg.time_limit_min and time.perf_counter() - session_start > cfg.time_limit_min * 60
-        if step % cfg.checkpoint_every == 0 or finished or out_of_time:
-            save_checkpoint()
-        if out_of_time:
-            bar.write(f"time limit reached at step {step}; run again with the same --out to resume")
+            append_log(log_path, record)
+        if after_step(cfg, step, finished, session_start, save_checkpoint, bar):
             break
     bar.close()
     if _progress(cfg, step, wall) < 1.0:

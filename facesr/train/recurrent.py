@@ -16,7 +16,6 @@ of every track, recorded in the weights' header as the other models' evaluation 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import asdict
@@ -35,7 +34,7 @@ from ..protocol import eval_pairs
 from ..runtime import resolve_device
 from ..weights import load_generator, save_generator, weights_path
 from .config import TrainConfig
-from .loop import _hardware, _learning_rate, _progress, evaluate
+from .loop import _hardware, _learning_rate, _progress, after_step, append_log, evaluate
 from .sequences import CRF, SequenceBank
 
 
@@ -166,14 +165,9 @@ def train_recurrent(cfg: TrainConfig) -> Path:
             # the L1 of each frame of the runs: frame 0 has no history, so the fall along the run is what it adds
             record = {"step": step, "wall_s": round(wall, 1), "loss": float(per_frame.mean() / seen),
                       "loss_per_frame": [round(x / seen, 5) for x in per_frame], "lr": rate}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_log(log_path, record)
             per_frame[:], seen = 0.0, 0
-        out_of_time = cfg.time_limit_min and time.perf_counter() - session_start > cfg.time_limit_min * 60
-        if step % cfg.checkpoint_every == 0 or finished or out_of_time:
-            save_checkpoint()
-        if out_of_time:
-            bar.write(f"time limit reached at step {step}; run again with the same --out to resume")
+        if after_step(cfg, step, finished, session_start, save_checkpoint, bar):
             break
     bar.close()
     if _progress(cfg, step, wall) < 1.0:
