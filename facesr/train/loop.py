@@ -252,6 +252,16 @@ class _Speed:
         return {"steps_per_s": round(self.steps_per_s, 2), "samples_per_s": round(self.steps_per_s * batch, 1)}
 
 
+def load_checkpoint(path: Path, cfg: TrainConfig, device: torch.device, model: Generator, opt) -> dict:
+    """A run's checkpoint, its generator and optimiser restored; refused if it holds another model or scale."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if (ckpt["config"]["model"], ckpt["config"]["scale"]) != (cfg.model, cfg.scale):
+        raise UserError(f"{path} holds a {ckpt['config']['model']} x{ckpt['config']['scale']} run; use another --out")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["opt"])
+    return ckpt
+
+
 def append_log(path: Path, record: dict) -> None:
     """One line of the run's log.jsonl."""
     with open(path, "a") as f:
@@ -294,11 +304,7 @@ def train(cfg: TrainConfig) -> Path:
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     step, wall, best = 0, 0.0, -math.inf
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if (ckpt["config"]["model"], ckpt["config"]["scale"]) != (cfg.model, cfg.scale):
-            raise UserError(f"{ckpt_path} holds a {ckpt['config']['model']} x{ckpt['config']['scale']} run; use another --out")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
+        ckpt = load_checkpoint(ckpt_path, cfg, device, model, opt)
         if adversary is not None:
             adversary.disc.load_state_dict(ckpt["disc"])
             adversary.opt.load_state_dict(ckpt["disc_opt"])

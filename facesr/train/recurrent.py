@@ -34,7 +34,7 @@ from ..protocol import eval_pairs
 from ..runtime import resolve_device
 from ..weights import load_generator, save_generator, weights_path
 from .config import TrainConfig
-from .loop import _hardware, _learning_rate, _progress, after_step, append_log, evaluate
+from .loop import _hardware, _learning_rate, _progress, after_step, append_log, evaluate, load_checkpoint
 from .sequences import CRF, SequenceBank
 
 
@@ -99,11 +99,7 @@ def train_recurrent(cfg: TrainConfig) -> Path:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     step, wall = 0, 0.0
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if (ckpt["config"]["model"], ckpt["config"]["scale"]) != (cfg.model, cfg.scale):
-            raise UserError(f"{ckpt_path} holds a {ckpt['config']['model']} x{ckpt['config']['scale']} run; use another --out")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
+        ckpt = load_checkpoint(ckpt_path, cfg, device, model, opt)
         step, wall = ckpt["step"], ckpt["wall_s"]
         print(f"resuming {ckpt_path} at step {step} ({wall / 60:.1f} min trained)")
 
