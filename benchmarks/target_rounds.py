@@ -1,10 +1,11 @@
-"""The 1.5x target, judged by alternating rounds: bicubic-only against `lite` at each precision.
+"""The CPU target, judged by alternating rounds: bicubic-only against each model at each precision.
 
-    python benchmarks/target_rounds.py [--rounds 8] [--precisions auto,bfloat16] [--size 320x180] [--scene one]
+    python benchmarks/target_rounds.py [--rounds 8] [--model lite,lite-call] [--precisions auto,bfloat16]
+                                       [--size 320x180] [--scene one]
 
 `facesr bench`'s clip for the size and scene (one talking head, 150 frames), run through the
 path `facesr video` runs (facesr.bench.time_path), once per round for the bicubic-only pipeline
-and once for `lite` at each precision, in turn. On a shared machine whose speed drifts within
+and once for each model (comma-separated) at each precision, in turn. On a shared machine whose speed drifts within
 minutes, each round's ratio compares runs a few seconds apart; the median over rounds is the
 figure to quote. Also reports the process CPU time per frame (user + system, getrusage), which
 moves less with the machine's load than wall time does.
@@ -30,20 +31,26 @@ def cpu_seconds() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--precisions", default="auto,bfloat16", help="lite's precisions to time, comma-separated")
-    ap.add_argument("--model", default="lite")
+    ap.add_argument("--precisions", default="auto,bfloat16", help="the precisions to time, comma-separated")
+    ap.add_argument("--model", default="lite", help="the models to time, comma-separated")
     ap.add_argument("--size", default="320x180", choices=list(SIZES))
     ap.add_argument("--scene", default="one", choices=list(SCENES))
     ap.add_argument("--parallel-frames", type=int, default=2)
     args = ap.parse_args()
     size = SIZES[args.size]
     clip = scene_clip(data_dir("videos"), args.scene, size, 150, cache_dir() / "bench")
-    runs = {"bicubic-only": {}, **{p: {"precision": p} for p in args.precisions.split(",")}}
+    models, precisions = args.model.split(","), args.precisions.split(",")
+    runs = {"bicubic-only": {}}
+    for model in models:
+        for p in precisions:
+            runs[p if len(models) == 1 else f"{model} {p}"] = {"model": model, "precision": p}
     fps: dict[str, list[float]] = {name: [] for name in runs}
     cpu_ms: dict[str, list[float]] = {name: [] for name in runs}
     for n in range(args.rounds):
         for name, kw in runs.items():
-            enhancer = Enhancer(args.model, 4, fps=30.0, workers=args.parallel_frames, background_only=not kw, **kw)
+            model = kw.get("model", models[0])
+            enhancer = Enhancer(model, 4, fps=30.0, workers=args.parallel_frames, background_only=not kw,
+                                **{k: v for k, v in kw.items() if k != "model"})
             c0 = cpu_seconds()
             result = time_path(clip, enhancer, 4, size)
             cpu_ms[name].append((cpu_seconds() - c0) / result["frames"] * 1000)
@@ -54,7 +61,7 @@ def main() -> None:
     for name in runs:
         ratios = [b / f for b, f in zip(base, fps[name])]
         cpu_ratio = statistics.median(c / b for c, b in zip(cpu_ms[name], cpu_ms["bicubic-only"]))
-        print(f"{name:>13}: {statistics.median(fps[name]):6.1f} fps, time vs bicubic-only median "
+        print(f"{name:>18}: {statistics.median(fps[name]):6.1f} fps, time vs bicubic-only median "
               f"{statistics.median(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}x), "
               f"CPU {statistics.median(cpu_ms[name]):.1f} ms/frame ({cpu_ratio:.2f}x)")
 
