@@ -38,12 +38,14 @@ def main() -> None:
     rows = {args.single: aligned["summary"][args.single], f"{args.model} (aligned)": aligned["summary"][args.model],
             f"{args.model} (crop move only)": unaligned["summary"][args.model]}
     spans = list(rows[args.single]["gain_along"])
-    print(f"{'':28} {'gain':>6} {'flicker':>8} " + " ".join(f"{s:>7}" for s in spans) + f" {'history':>8}")
+    n = sum(1 for c in aligned["clips"] if c.get("face_frames"))
+    print(f"{'':28} {'gain':>6} {'flicker':>8} {'better':>7} " + " ".join(f"{s:>7}" for s in spans) + f" {'history':>8}")
     for name, s in rows.items():
         kept = f"{s['remembered']:8.0%}" if "remembered" in s else f"{'-':>8}"
-        print(f"{name:28} {s['gain']:+6.2f} {s['flicker']:8.3f} "
+        print(f"{name:28} {s['gain']:+6.2f} {s['flicker']:8.3f} {s['clips_better']:>4}/{n:<2} "
               + " ".join(f"{s['gain_along'][sp]:+7.2f}" for sp in spans) + f" {kept}")
-    print(f"{'bicubic':28} {'':>6} {aligned['summary']['bicubic']['flicker']:8.3f}")
+    bicubic = aligned["summary"]["bicubic"]
+    print(f"{'bicubic':28} {'':>6} {bicubic['flicker']:8.3f}   (face PSNR {bicubic['face_psnr']:.2f})")
     if args.json:
         for report in (aligned, unaligned):
             for clip in report["clips"]:
