@@ -135,11 +135,13 @@ def _model_label(model: str | Generator) -> str:
 class Enhancer:
     """Face super-resolution over a bicubic background, frame by frame, for one stream.
 
-    model: a shipped model ("lite-call", "lite", "lite-photo", "lite-gan", "srresnet", "srgan"; default lite-call on CPU and
-    srgan on CUDA), a .safetensors path, or a
-    Generator. device "auto" picks CUDA when present; precision "auto" runs the network in
-    float16 on CUDA, and on a CPU in the model's int8 twin or in bfloat16 where the CPU suits
-    them (see SuperResolver). hold_levels: see blend.hold_small_changes (0: off).
+    model: a shipped model ("lite-call", "lite", "lite-photo", "lite-gan", "srresnet", "srgan";
+    default lite-call on CPU and srgan on CUDA), a .safetensors path, or a Generator. device
+    "auto" picks CUDA when present; precision "auto" runs the network in float16 on CUDA, and on
+    a CPU in the model's int8 twin or in bfloat16 where the CPU suits them (see SuperResolver).
+    hold_levels: see blend.hold_small_changes (0: off). A recurrent generator (`lite-call`) gets
+    each face's previous output back, aligned (facesr/memory.py), kept per track id;
+    `align_history=False` carries it by the crop's move only (a measurement).
     background_only=True is the bicubic-only pipeline (the benchmarks' baseline).
     One Enhancer holds one stream's tracker: use one per stream, or call reset().
 

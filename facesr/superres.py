@@ -116,8 +116,10 @@ class _TorchDevice(_Backend):
 
     def _run(self, batch: np.ndarray, memory: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the network's output in float32, the LR batch in 0..1), both on the device."""
-        x = _network_input(batch, memory, torch.float32).to(self.device)
-        return self.model.network(x.to(self.dtype)).float(), x[:, :3]  # the bicubic skip, where there is one, in float32
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)  # (B, h, w, 3) -> (B, 3, h, w), uint8 over the bus
+        x = x.float().div_(255.0)
+        net_in = x if memory is None else torch.cat([x, torch.from_numpy(memory).to(self.device)], 1)
+        return self.model.network(net_in.to(self.dtype)).float(), x  # the bicubic skip, where there is one, in float32
 
     def images(self, batch: np.ndarray, memory: np.ndarray | None = None) -> np.ndarray:
         y, x = self._run(batch, memory)
