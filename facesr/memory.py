@@ -4,18 +4,19 @@ For each tracked face the Enhancer keeps the generator's last output (the SR cro
 was taken. On the next frame that output is carried into the current crop by the crop's own move
 and the face's motion inside it (OpenCV's DIS optical flow between the two LR frames, at crop
 size), then folded to LR resolution by space-to-depth, as FRVSR (Sajjadi et al., CVPR 2018)
-feeds its previous estimate back; what is fed is the detail it holds beyond the bicubic upscale
-of the current crop, the part a residual network adds, so history that fits is small numbers
-to add and history that does not is easy to tell apart. Two more channels say where that history is valid (it came
-from inside the previous crop) and how far the current LR frame departs from it (the history
-downscaled): the network learns to trust it where it fits.
+feeds its previous estimate back. What is fed is the detail that output holds beyond the bicubic
+upscale of the current crop, the part a residual network adds: history that fits is small
+numbers to add. Two more channels say where that history is valid (it came from inside the
+previous crop) and how far the current LR frame departs from it (the history downscaled): the
+network learns to trust it where it fits.
 
 History is dropped, never blended, where it no longer fits the face: too little of the crop
 covered by the previous one, or a mean departure above `CUT_ERROR` (a scene cut, another
 person, an occlusion, a move the flow could not follow). The Enhancer drops it as well for a
 new track and a track found again.
 
-The input layout, channel by channel (`model_input`; `model_input_torch` is training's twin):
+The input layout, channel by channel (`memory_channels` for the Enhancer, `model_input_torch`
+for training; both end in `history_channels_torch`):
     0..2              the LR crop, RGB in 0..1
     3..3+3s^2-1       the aligned previous output less the current crop's bicubic upscale, where
                       valid, space-to-depth (torch.pixel_unshuffle's order)
@@ -32,7 +33,7 @@ import cv2
 import numpy as np
 
 # Above this mean departure (0..1 units, over the valid part) the history is another picture:
-# a cut or another face. Aligned frames of a call at CRF 28 depart by about 0.01-0.03.
+# a cut or another face; a face aligned with its last frame departs by a small part of it.
 CUT_ERROR = 0.06
 MIN_VALID = 0.5  # below this share of the crop covered by the previous output, start afresh
 
@@ -80,13 +81,6 @@ def align(prev: Remembered, x0: int, y0: int, motion: np.ndarray, scale: int) ->
     where[..., 0] += np.arange(w * scale, dtype=np.float32) + np.float32((x0 - prev.x0) * scale)
     where[..., 1] += np.arange(h * scale, dtype=np.float32)[:, None] + np.float32((y0 - prev.y0) * scale)
     return cv2.remap(prev.output, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def space_to_depth(img: np.ndarray, scale: int) -> np.ndarray:
-    """(sh, sw, c) -> (h, w, c s^2), channels in torch.pixel_unshuffle's order (c, row, column)."""
-    sh, sw, c = img.shape
-    h, w = sh // scale, sw // scale
-    return img.reshape(h, scale, w, scale, c).transpose(0, 2, 4, 1, 3).reshape(h, w, c * scale * scale)
 
 
 def memory_channels(lr: np.ndarray, aligned: np.ndarray | None, scale: int,
