@@ -1,6 +1,6 @@
 """The CPU target, judged by alternating rounds: bicubic-only against each model at each precision.
 
-    python benchmarks/target_rounds.py [--rounds 8] [--model lite,lite-call] [--precisions auto,bfloat16]
+    python benchmarks/target_rounds.py [--rounds 8] [--model lite,lite-call,lite-recurrent] [--precisions auto,bfloat16]
                                        [--size 320x180] [--scene one]
 
 `facesr bench`'s clip for the size and scene (one talking head, 150 frames), run through the

@@ -57,7 +57,8 @@ def _add_scale_arg(p: argparse.ArgumentParser) -> None:
                         "a .safetensors --model brings its own)")
 
 
-MODEL_HELP = ("lite-call (for calls: remembers each face's previous frame), lite (calls, one frame at a time), "
+MODEL_HELP = ("lite-call (for calls: lite trained on call sequences), lite, lite-recurrent (remembers each face's "
+              "previous frame), "
               "lite-photo (for photos: clean or JPEG), lite-gan, srresnet, "
               "srgan or a .safetensors file; a GAN model with @STRENGTH blends it with its pixel model: srgan@0.5 "
               "is half way from srresnet, @0 the pixel model, @1 as trained, up to @1.5 for more texture")
@@ -456,7 +457,7 @@ def _train_parser(sub) -> None:
                    help="folder of evaluation faces ('' for none; default: the data folder's faces/eval)")
     p.add_argument("--model", default=d.model,
                    help=f"srresnet or lite (pixel loss), srgan or lite-gan (adversarial fine-tune of those), lite-photo, "
-                        f"or lite-call (recurrent, on sequences; default {d.model})")
+                        f"or lite-recurrent (recurrent, on sequences; default {d.model})")
     p.add_argument("--scale", type=int, default=d.scale, choices=(2, 4), help=f"upscaling factor to train (default {d.scale})")
     p.add_argument("--out", default=d.out, help="checkpoint folder (default <cache>/train/MODEL-xSCALE, cache ~/.cache/facesr)")
     p.add_argument("--steps", type=_int_at_least(1), default=d.steps, help=f"(default {d.steps})")
@@ -489,7 +490,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--photos", type=_int_at_least(0), default=d.photos, metavar="N",
                    help="also train on N crops of the real photos scikit-image ships (a cat, coffee, a rocket, "
                         "a motorcycle): real-camera texture the synthetic faces lack (default 0)")
-    r = p.add_argument_group("recurrent models (lite-call)")
+    r = p.add_argument_group("recurrent models (lite-recurrent)")
     r.add_argument("--frames", type=_int_at_least(2), default=d.frames,
                    help=f"frames per training run, backpropagated through time (default {d.frames})")
     r.add_argument("--clips", default=d.clips,

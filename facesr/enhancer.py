@@ -54,6 +54,7 @@ def beside_codec_threads():
 
 
 STAGES = ("background", "detect", "track", "memory", "sr", "blend")
+HISTORY_MODES = ("aligned", "crop", "off")  # a recurrent generator's memory: see Enhancer
 
 
 class StageTimer:
@@ -135,13 +136,14 @@ def _model_label(model: str | Generator) -> str:
 class Enhancer:
     """Face super-resolution over a bicubic background, frame by frame, for one stream.
 
-    model: a shipped model ("lite-call", "lite", "lite-photo", "lite-gan", "srresnet", "srgan";
+    model: a shipped model ("lite-call", "lite", "lite-recurrent", "lite-photo", "lite-gan", "srresnet", "srgan";
     default lite-call on CPU and srgan on CUDA), a .safetensors path, or a Generator. device
     "auto" picks CUDA when present; precision "auto" runs the network in float16 on CUDA, and on
     a CPU in the model's int8 twin or in bfloat16 where the CPU suits them (see SuperResolver).
-    hold_levels: see blend.hold_small_changes (0: off). A recurrent generator (`lite-call`) gets
-    each face's previous output back, aligned (facesr/memory.py), kept per track id;
-    `align_history=False` carries it by the crop's move only (a measurement).
+    hold_levels: see blend.hold_small_changes (0: off). A recurrent generator (`lite-recurrent`) gets
+    each face's previous output back, aligned (facesr/memory.py), kept per track id; `history`
+    "aligned" (the default), or for measurements "crop" (carried by the crop's move only, no
+    optical flow) or "off" (every frame a first frame).
     background_only=True is the bicubic-only pipeline (the benchmarks' baseline).
     One Enhancer holds one stream's tracker: use one per stream, or call reset().
 
@@ -166,10 +168,12 @@ class Enhancer:
         background_only: bool = False,
         workers: int = 1,
         hold_levels: int = HOLD_LEVELS,
-        align_history: bool = True,
+        history: str = "aligned",
     ):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
+        if history not in HISTORY_MODES:
+            raise ValueError(f"history must be one of {', '.join(HISTORY_MODES)}, not {history!r}")
         self.scale = scale
         self.margin = margin
         self.background_only = background_only
@@ -178,7 +182,7 @@ class Enhancer:
         self.tracker: FaceTracker | None = None
         self.workers = workers
         self.hold_levels = hold_levels
-        self.align_history = align_history
+        self.history = history
         self.history_counts = {"faces": 0, "remembered": 0}  # face crops run, and of them with history kept
         self._last_job: _Job | None = None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="facesr-render") if workers > 1 else None
@@ -299,11 +303,11 @@ class Enhancer:
             remembered = before.memory
         channels, kept = [], 0
         for (crop, _), track, lr in zip(job.crops, job.ids, lr_crops):
-            prev = remembered.get(track)
+            prev = remembered.get(track) if self.history != "off" else None
             if prev is None:
                 channels.append(memory_channels(lr, None, s)[0])
                 continue
-            if self.align_history:
+            if self.history == "aligned":
                 motion = flow(lr, np.ascontiguousarray(crop.of(before.frame)))
             else:
                 motion = np.zeros(lr.shape[:2] + (2,), np.float32)

@@ -111,14 +111,15 @@ def _db(values: list[float]) -> float:
 
 def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: int, device: str,
               precision: str, detector: FaceDetector, identity: IdentityEmbedder | None = None,
-              align_history: bool = True) -> dict:
+              history: str = "aligned") -> dict:
     """Face-region PSNR and flicker of bicubic-only and each model's Enhancer on one call clip.
-    `align_history=False`: a recurrent model's history follows the crop only, not the face's motion."""
+    `history`: how a recurrent model's history is carried (Enhancer: "aligned", or "crop" and
+    "off" for measurements)."""
     lr_path = call_clip(src, scale, crf)
     fps = float(probe(src).fps or 25)
     pipelines = {BICUBIC: Enhancer(scale=scale, background_only=True)}
     for name in models:
-        pipelines[name] = Enhancer(name, scale, device=device, precision=precision, fps=fps, align_history=align_history)
+        pipelines[name] = Enhancer(name, scale, device=device, precision=precision, fps=fps, history=history)
     mse = {k: [] for k in pipelines}
     flick = {k: [] for k in pipelines}
     prev_ref, prev_out, frames, faces = None, {}, 0, 0
@@ -172,7 +173,7 @@ def eval_clip(src: Path, models: list[str], scale: int, crf: int, max_frames: in
 
 def eval_videos(models: list[str], folder: str | os.PathLike, scale: int, crf: int = 28, max_frames: int = 150,
                 device: str = "auto", precision: str = "auto", progress: bool = True,
-                identity: IdentityEmbedder | None = None, align_history: bool = True) -> dict:
+                identity: IdentityEmbedder | None = None, history: str = "aligned") -> dict:
     clips = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".mp4", ".mkv", ".mov", ".webm"))
     if not clips:
         raise UserError(f"{folder}: no video clips found")
@@ -180,7 +181,7 @@ def eval_videos(models: list[str], folder: str | os.PathLike, scale: int, crf: i
     with FaceDetector("full") as detector:
         for clip in tqdm(clips, desc="videos", disable=not progress, leave=False):
             results.append(eval_clip(clip, models, scale, crf, max_frames, device, precision, detector, identity,
-                                     align_history))
+                                     history))
     scored = [r for r in results if r.get("face_frames")]
     summary = {}
     for k in [BICUBIC, *models]:
@@ -280,30 +281,30 @@ def format_report(report: dict) -> str:
     if "faces" in report:
         f = report["faces"]
         lines += [f"faces: {f['count']} photos in {f['folder']}, x{f['scale']} (LR by area downscaling)",
-                  f"{'':12} {'PSNR':>7} {'gain':>6} {'SSIM':>6} {'detail':>7} {'landmarks':>10} {'found':>6} {'identity':>9}"]
+                  f"{'':14} {'PSNR':>7} {'gain':>6} {'SSIM':>6} {'detail':>7} {'landmarks':>10} {'found':>6} {'identity':>9}"]
         base = f["scores"][BICUBIC]["psnr"]
         for name, s in f["scores"].items():
             lm = "-" if s["landmark_error"] is None else f"{s['landmark_error']:.4f}"
-            lines.append(f"{label(name):12} {s['psnr']:7.2f} {s['psnr'] - base:+6.2f} {s['ssim']:6.4f} {s['hf_ratio']:7.2f} "
+            lines.append(f"{label(name):14} {s['psnr']:7.2f} {s['psnr'] - base:+6.2f} {s['ssim']:6.4f} {s['hf_ratio']:7.2f} "
                          f"{lm:>10} {s['faces_found']:6.0%} {_identity(s):>9}")
     if "videos" in report:
         v = report["videos"]
         n = sum(1 for c in v["clips"] if c.get("face_frames"))
         lines += ["", f"videos: {n} call clips in {v['folder']}, x{v['scale']}, H.264 CRF {v['crf']}, "
                       f"first {v['max_frames']} frames",
-                  f"{'':12} {'face PSNR':>9} {'gain':>6} {'flicker':>8} {'clips better':>13} {'identity':>9}"]
+                  f"{'':14} {'face PSNR':>9} {'gain':>6} {'flicker':>8} {'clips better':>13} {'identity':>9}"]
         for name, s in v["summary"].items():
             gain = f"{s['gain']:+6.2f}" if "gain" in s else f"{'':6}"
             better = f"{s['clips_better']}/{n}" if "clips_better" in s else ""
-            lines.append(f"{label(name):12} {s['face_psnr']:9.2f} {gain} {s['flicker']:8.3f} {better:>13} {_identity(s):>9}")
+            lines.append(f"{label(name):14} {s['face_psnr']:9.2f} {gain} {s['flicker']:8.3f} {better:>13} {_identity(s):>9}")
         along = [(name, s) for name, s in v["summary"].items() if "gain_along" in s]
         if along:
             spans = list(along[0][1]["gain_along"])
             lines += ["", "gain along the clips, by face frame (the first has no history):",
-                      f"{'':12} " + " ".join(f"{sp:>7}" for sp in spans) + f" {'history':>8}"]
+                      f"{'':14} " + " ".join(f"{sp:>7}" for sp in spans) + f" {'history':>8}"]
             for name, s in along:
                 kept = f"{s['remembered']:8.0%}" if "remembered" in s else f"{'-':>8}"
-                lines.append(f"{label(name):12} " + " ".join(f"{s['gain_along'].get(sp, float('nan')):+7.2f}" for sp in spans)
+                lines.append(f"{label(name):14} " + " ".join(f"{s['gain_along'].get(sp, float('nan')):+7.2f}" for sp in spans)
                              + f" {kept}")
     if "identity" in report:
         lines += ["", f"identity {report['identity']}"]

@@ -82,14 +82,15 @@ VARIANTS: dict[str, GeneratorConfig] = {
     ),
 }
 # `lite` with a memory: its previous output for the same face comes back in with each frame
-VARIANTS["lite-call"] = dataclasses.replace(VARIANTS["lite"], history=True)
+VARIANTS["lite-recurrent"] = dataclasses.replace(VARIANTS["lite"], history=True)
 
 # The shipped models, named as in the paper: each architecture trained with a pixel loss
 # ("srresnet", "lite") and then fine-tuned adversarially ("srgan", "lite-gan"); "lite-photo" is
 # "lite" trained on what photos go through instead of calls.
 MODELS: dict[str, str] = {"srresnet": "srresnet", "srgan": "srresnet", "lite": "lite", "lite-gan": "lite",
                           "lite-photo": "lite",  # lite trained for photos (clean and JPEG), not calls
-                          "lite-call": "lite-call"}  # lite with a memory of the frames before (calls)
+                          "lite-recurrent": "lite-recurrent",  # lite with a memory of the frame before, on call sequences
+                          "lite-call": "lite"}  # lite-recurrent's network without its memory: its first frame, every frame
 PIXEL_MODEL: dict[str, str] = {"srgan": "srresnet", "lite-gan": "lite"}  # where each GAN model starts
 
 

@@ -63,7 +63,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert read_metadata(tmp_path / "m.safetensors")["steps"] == "12"
 
 
-SHIPPED = ["lite", "lite-photo", "lite-gan", "srresnet", "srgan"]
+SHIPPED = ["lite", "lite-call", "lite-recurrent", "lite-photo", "lite-gan", "srresnet", "srgan"]
 
 
 def _card_rows() -> dict[str, dict[str, str]]:
@@ -91,7 +91,7 @@ def test_every_shipped_model_loads_and_matches_its_card_row(model):
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("model", ["lite", "lite-photo", "lite-gan"])
+@pytest.mark.parametrize("model", ["lite", "lite-call", "lite-photo", "lite-gan"])
 def test_the_card_numbers_reproduce(model):
     """Re-run the standard evaluation for the CPU models (the paper-sized ones take longer)."""
     pairs = eval_pairs(shared_path("data", "faces", "eval"), 4)

@@ -42,7 +42,7 @@ STAMP_AREA = (20, 140)  # rows, columns of the LR frame's top-left corner that c
 @pytest.fixture(scope="module")
 def make_enhancer():
     """The relay's Enhancers, with the single-frame `lite`: a test can then tell what the relay
-    should have sent for a frame from that frame alone. (The default `lite-call` remembers each
+    should have sent for a frame from that frame alone. (`lite-recurrent` remembers each
     face's previous output, so its frame depends on which frames the relay enhanced before it;
     test_recurrent_model_streams runs it.)"""
     make, _ = enhancer_factory(EnhancerOptions(model="lite"))
@@ -186,9 +186,9 @@ def test_relay_sends_back_enhanced_4x_frames_and_latency_does_not_build_up(priva
 @pytest.mark.network
 @pytest.mark.shared_data
 def test_recurrent_model_streams(private_network, call_frames, received):
-    """The default `lite-call` through the relay: each peer's Enhancer carries its faces' history
+    """`lite-recurrent` through the relay: each peer's Enhancer carries its faces' history
     from frame to frame, and what comes back is its faces, not bicubic."""
-    make, _ = enhancer_factory(EnhancerOptions(model="lite-call"))
+    make, _ = enhancer_factory(EnhancerOptions(model="lite-recurrent"))
     made: list[Enhancer] = []
 
     def keeping():

@@ -12,7 +12,7 @@ from .config import TrainConfig
 
 def train(cfg: TrainConfig) -> Path:
     """`facesr train`: the single-frame loop (`loop.train`) or, for a recurrent model such as
-    `lite-call`, the sequence loop (`recurrent.train_recurrent`)."""
+    `lite-recurrent`, the sequence loop (`recurrent.train_recurrent`)."""
     from ..models import generator_config
 
     if generator_config(cfg.model, cfg.scale).history:

@@ -35,7 +35,7 @@ class TrainConfig:
     degradations: str = "call"  # degrade.DEGRADATIONS: "call" (blur, noise, JPEG, H.264), "photo" (JPEG), "clean"
     contrast: tuple[float, float] = (1.0, 1.0)  # range of a random contrast gain on the HR patches (1, 1: off)
     detail: tuple[float, float] = (1.0, 1.0)  # range of a random gain on the HR patches' fine detail (1, 1: off)
-    # recurrent models ("lite-call"): sequences of faces (`sequences.SequenceBank`)
+    # recurrent models ("lite-recurrent"): sequences of faces (`sequences.SequenceBank`)
     frames: int = 6  # frames per run, backpropagated through time
     clips: str | None = None  # folder of training clips; None: the data folder's videos_train
     sequence_stills: int = 300  # still faces (from `data`) set in motion beside the clips

@@ -1,4 +1,4 @@
-"""Training a recurrent generator (`lite-call`) on sequences, by backpropagation through time.
+"""Training a recurrent generator (`lite-recurrent`) on sequences, by backpropagation through time.
 
 Each step draws `batch` runs of `frames` consecutive frames (`sequences.SequenceBank`) and runs
 them as the Enhancer does: the first frame with no history, each later one with the model's own
@@ -49,6 +49,20 @@ def widened(base: Generator, config) -> Generator:
     return model
 
 
+def single_frame(model: Generator) -> Generator:
+    """The single-frame generator inside a recurrent one: its weights less those on the history
+    channels. It computes what `model` computes with no history (a track's first frame), at the
+    single-frame network's cost. The inverse of `widened`."""
+    import dataclasses
+
+    config = dataclasses.replace(model.config, history=False)
+    single = Generator(config)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state["head.0.weight"] = state["head.0.weight"][:, : config.in_channels]
+    single.load_state_dict(state)
+    return single.eval()
+
+
 def _initial(cfg: TrainConfig) -> tuple[Generator, str]:
     init = cfg.init or str(weights_path("lite", cfg.scale))
     if not os.path.isfile(init):
@@ -83,7 +97,9 @@ def temporal_loss(outs: list[torch.Tensor], hr: torch.Tensor) -> torch.Tensor:
 
 
 def train_recurrent(cfg: TrainConfig) -> Path:
-    """`facesr train --model lite-call`: train (or resume); the last step's weights, or the checkpoint."""
+    """`facesr train --model lite-recurrent`: train (or resume); the last step's weights, or the
+    checkpoint. Beside final.safetensors, final-single-frame.safetensors: the same network without
+    its memory (`single_frame`), what ships as `lite-call`."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = cfg.out_folder()
@@ -171,4 +187,7 @@ def train_recurrent(cfg: TrainConfig) -> Path:
     eval_folder = cfg.eval_folder()
     extra = {"eval": evaluate(model, eval_pairs(eval_folder, cfg.scale))} if eval_folder else {}  # a first frame each
     save_generator(out / "final.safetensors", model.eval(), steps=step, train_wall_s=round(wall), **meta, **extra)
+    save_generator(out / "final-single-frame.safetensors", single_frame(model), steps=step, train_wall_s=round(wall),
+                   **meta, **extra, derived="the recurrent network's weights without those on its memory channels: "
+                   "what it computes on a track's first frame, on every frame")
     return out / "final.safetensors"
