@@ -137,7 +137,7 @@ def test_photo_faces_mode_gives_the_enhancers_output(private_network, photo256, 
 
     result, (bicubic, facesr_half) = run(go())
     (tmp_path / "in.jpg").write_bytes(photo256)
-    enhancer = Enhancer("lite", scale=4)
+    enhancer = Enhancer("lite-call", scale=4)  # the app's default, as for calls
     try:
         direct = enhancer(read_rgb(tmp_path / "in.jpg"))
     finally:
@@ -351,7 +351,7 @@ def test_page_and_config(private_network):
             assert 'id="drop"' in await page.text() and (await client.get("/app.js")).status == 200
             c = await (await client.get("/api/config")).json()
             assert c["default_model"] == "srgan" and c["default_strength"] == 0.5
-            assert set(c["models"]) == {"lite", "lite-photo", "lite-gan", "srresnet", "srgan"}
+            assert set(c["models"]) == {"lite", "lite-call", "lite-recurrent", "lite-photo", "lite-gan", "srresnet", "srgan"}
             assert c["gan_models"] == {"srgan": "srresnet", "lite-gan": "lite"} and c["max_upload_mb"] == 50
 
     run(go())
