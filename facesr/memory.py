@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .models import history_channels
+
 # Above this mean departure (0..1 units, over the valid part) the history is another picture:
 # a cut or another face; a face aligned with its last frame departs by a small part of it.
 CUT_ERROR = 0.06
@@ -94,7 +96,7 @@ def memory_channels(lr: np.ndarray, aligned: np.ndarray | None, scale: int,
 
     h, w = lr.shape[:2]
     if aligned is None:
-        return np.zeros((3 * scale * scale + 2, h, w), np.float32), False
+        return np.zeros((history_channels(scale), h, w), np.float32), False
     if upscaled is None:
         upscaled = cv2.resize(lr.astype(np.float32), (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
 
@@ -132,7 +134,7 @@ def model_input_torch(lr, prev, motion, scale: int):
 
     b, _, h, w = lr.shape
     if prev is None:
-        return torch.cat([lr, lr.new_zeros(b, 3 * scale * scale + 2, h, w)], 1)
+        return torch.cat([lr, lr.new_zeros(b, history_channels(scale), h, w)], 1)
     sh, sw = h * scale, w * scale
     up = F.interpolate(motion, size=(sh, sw), mode="bilinear", align_corners=False) * scale
     gx = torch.arange(sw, dtype=lr.dtype, device=lr.device).view(1, 1, sw) + up[:, 0]

@@ -79,7 +79,9 @@ class SuperResolver:
         b, h, w, _ = batch.shape
         if memory is None:
             return batch, np.zeros((b, self.model.config.in_channels - 3, h, w), np.float32)
-        return batch, np.stack([np.pad(m, ((0, 0), (0, h - m.shape[1]), (0, w - m.shape[2])), mode="edge") for m in memory])
+        padded = [m if m.shape[1:] == (h, w) else np.pad(m, ((0, 0), (0, h - m.shape[1]), (0, w - m.shape[2])), mode="edge")
+                  for m in memory]  # each to the batch's size, as _batch pads the crops
+        return batch, np.stack(padded)
 
 
 class _Backend:
